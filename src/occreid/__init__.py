@@ -1,0 +1,3 @@
+"""occreid: occluded person re-identification toolkit."""
+
+__version__ = "0.1.0"

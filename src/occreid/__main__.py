@@ -1,0 +1,3 @@
+from occreid.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Datasets, records, part labels on disk, transforms and samplers."""

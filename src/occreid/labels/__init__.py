@@ -1,0 +1,1 @@
+"""Part labels: the canonical on-disk format, groupings into method parts, readers and makers."""
