@@ -76,7 +76,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def from_dict(data: dict) -> Config:
+def from_dict_config(data: dict) -> Config:
+    """Validate a plain dict (e.g. the config stored in a checkpoint)."""
     cfg = build(Config, data)
     from occreid.methods import validate_method_options
 
@@ -88,7 +89,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Load a config file (or defaults), apply overrides, validate every key."""
     data = read_yaml(path) if path else {}
     data = apply_overrides(data, list(overrides or []))
-    return from_dict(data)
+    return from_dict_config(data)
 
 
 def to_dict(cfg: Config) -> dict:

@@ -1,0 +1,54 @@
+"""`occreid` entry point: dispatches to the command groups; user errors print one clear line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from occreid.cli import data_cmds, info_cmd, labels_cmds, train_cmds
+from occreid.errors import OccreidError
+
+# command name -> module with `register(subparsers)`; each registers its parser and handler
+COMMANDS = {
+    "train": train_cmds,
+    "eval": train_cmds,
+    "data": data_cmds,
+    "labels": labels_cmds,
+    "info": info_cmd,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="occreid",
+        description="Occluded person re-identification: data, part labels, training, exact evaluation.",
+        epilog="Run `occreid COMMAND --help` for examples.",
+    )
+    from occreid import __version__
+
+    parser.add_argument("--version", action="version", version=f"occreid {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in dict.fromkeys(COMMANDS.values()):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except OccreidError as e:
+        print(f"occreid: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("occreid: interrupted", file=sys.stderr)
+        return 130
+
+
+def examples(*lines: str) -> str:
+    """An argparse epilog listing example invocations."""
+    return "examples:\n" + "\n".join(f"  {ln}" for ln in lines)

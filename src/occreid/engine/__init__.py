@@ -1,0 +1,1 @@
+"""Training engine: run folders, checkpoints, distributed helpers, the training loop, extraction."""

@@ -1,0 +1,59 @@
+"""The run folder: resolved config, metrics.jsonl, optional TensorBoard, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from occreid.config import Config, config_hash, save_config
+from occreid.errors import ConfigError
+
+
+class RunDir:
+    """Everything a run writes lives here; only the main process writes."""
+
+    def __init__(self, cfg: Config, path: str | Path | None = None, *, write: bool = True):
+        self.path = Path(path or cfg.run.out)
+        self.write = write
+        self._tb = None
+        if write:
+            self.path.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.path / "config.yaml")
+            if cfg.run.tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError:
+                    raise ConfigError(
+                        "run.tensorboard=true needs the tensorboard package: pip install tensorboard"
+                    ) from None
+                self._tb = SummaryWriter(str(self.path / "tb"))
+        self.config_hash = config_hash(cfg)
+
+    @property
+    def last(self) -> Path:
+        return self.path / "last.pt"
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.write:
+            return
+        record = {"time": round(time.time(), 3), **record}
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None and "iter" in record:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("iter", "time"):
+                    self._tb.add_scalar(k, v, record["iter"])
+
+    def truncate_log(self, after_iter: int) -> None:
+        """On resume, drop log lines past the checkpoint so the log matches the restored state."""
+        f = self.path / "metrics.jsonl"
+        if not (self.write and f.is_file()):
+            return
+        keep = [ln for ln in f.read_text().splitlines() if json.loads(ln).get("iter", 0) <= after_iter]
+        f.write_text("".join(ln + "\n" for ln in keep))
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()

@@ -1,0 +1,87 @@
+"""Spatial pooling: global average / max / GeM, PCB stripes, and weighted part pooling over maps."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PartNorm = Literal["hw", "mass", "abs_mass"]
+PART_NORMS: tuple[str, ...] = ("hw", "mass", "abs_mass")
+
+
+def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, h, w] -> [B, C] mean over positions (AMD-Net Eq. 7, f_g)."""
+    return x.mean(dim=(2, 3))
+
+
+def global_max_pool(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, h, w] -> [B, C] max over positions (PAN's global branch)."""
+    return x.amax(dim=(2, 3))
+
+
+def gem_pool(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-6) -> torch.Tensor:
+    """Generalised mean pooling [B, C, h, w] -> [B, C]: (mean_hw clamp(x, eps)^p)^(1/p).
+
+    p = 1 is average pooling, p -> inf approaches max pooling; the clamp keeps the root defined.
+    """
+    return x.clamp(min=eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+
+
+class GeM(nn.Module):
+    """GeM pooling with a learnable exponent p (initial value `p`)."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.p = nn.Parameter(torch.tensor(float(p)))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gem_pool(x, self.p, self.eps)
+
+
+def stripe_pool(x: torch.Tensor, n: int) -> torch.Tensor:
+    """PCB's horizontal stripes: adaptive average pooling to (n, 1); [B, C, h, w] -> [B, n, C].
+
+    When h is not a multiple of n, stripe i covers rows floor(i h / n) .. ceil((i + 1) h / n) - 1
+    (adaptive pooling's rule), so neighbouring stripes may share a row.
+    """
+    if n < 1 or n > x.shape[2]:
+        raise ValueError(f"stripe_pool: need 1 <= n <= height ({x.shape[2]}), got n={n}")
+    return F.adaptive_avg_pool2d(x, (n, 1)).squeeze(3).transpose(1, 2)
+
+
+def part_pool(
+    features: torch.Tensor, maps: torch.Tensor, norm: PartNorm = "hw", eps: float = 1e-6
+) -> torch.Tensor:
+    """Weighted pooling of features [B, C, h, w] by K maps [B, K, h, w] -> [B, K, C].
+
+    The numerator is sum_hw F * m for every part at once (one einsum, a batched matmul). Normalisers:
+    "hw": h * w (AMD-Net Eq. 6 as written); "mass": sum_hw m (the usual weighted average, for
+    non-negative maps); "abs_mass": sum_hw |m| (PAN Eq. 3: masks are raw 1x1-conv outputs, no
+    softmax, and may be negative). Mass normalisers are clamped to at least `eps`.
+    """
+    if features.dim() != 4 or maps.dim() != 4:
+        raise ValueError(
+            f"part_pool expects features [B,C,h,w] and maps [B,K,h,w], got {tuple(features.shape)} "
+            f"and {tuple(maps.shape)}"
+        )
+    b, _, h, w = features.shape
+    if maps.shape[0] != b or maps.shape[2:] != features.shape[2:]:
+        raise ValueError(
+            f"part_pool: maps {tuple(maps.shape)} do not match features {tuple(features.shape)} "
+            "in batch or spatial size (resize the maps first)"
+        )
+    maps = maps.to(features.dtype)
+    weighted = torch.einsum("bchw,bkhw->bkc", features, maps)
+    if norm == "hw":
+        return weighted / float(h * w)
+    if norm == "mass":
+        mass = maps.sum(dim=(2, 3))
+    elif norm == "abs_mass":
+        mass = maps.abs().sum(dim=(2, 3))
+    else:
+        raise ValueError(f"part_pool: unknown norm {norm!r}; choose one of {PART_NORMS}")
+    return weighted / mass.clamp(min=eps).unsqueeze(2)

@@ -1,0 +1,129 @@
+"""Training engine: runs, resumes to the same state after SIGKILL, stops on NaN, checkpoints safely."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from occreid.config import load_config
+from occreid.engine.checkpoint import load_checkpoint
+from occreid.engine.trainer import Trainer, TrainingDiverged
+from occreid.errors import CheckpointError
+
+
+def small_overrides(root: Path, out: Path, **extra) -> list[str]:
+    o = {
+        "model.name": "bot", "model.backbone": "resnet18", "data.dataset": "market1501", "data.root": str(root),
+        "data.height": 32, "data.width": 16, "data.ids_per_batch": 4, "data.instances_per_id": 2,
+        "data.workers": 0, "train.max_iters": 12, "train.checkpoint_every": 4, "train.log_every": 1,
+        "train.warmup_epochs": 1, "run.out": str(out), "run.progress": False,
+    }
+    o.update(extra)
+    return [f"{k}={v}" for k, v in o.items()]
+
+
+def test_short_run_writes_config_metrics_and_checkpoint(tiny_market, tmp_path):
+    cfg = load_config(None, small_overrides(tiny_market, tmp_path / "run", **{"train.max_iters": 3}))
+    res = Trainer(cfg).fit()
+    assert res.iterations == 3
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["train"]["max_iters"] == 3
+    lines = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["iter"] for ln in lines] == [1, 2, 3]
+    assert {"ce", "triplet", "center", "lr"} <= set(lines[0])
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)  # must not need pickle code
+    assert ckpt["iteration"] == 3 and ckpt["config"]["model"]["name"] == "bot"
+
+
+def test_checkpoint_from_another_method_is_refused(tiny_market, tmp_path):
+    cfg = load_config(None, small_overrides(tiny_market, tmp_path / "run", **{"train.max_iters": 1}))
+    Trainer(cfg).fit()
+    with pytest.raises(CheckpointError, match="bot"):
+        load_checkpoint(tmp_path / "run" / "last.pt", method="pcb")
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="broken.pt"):
+        load_checkpoint(tmp_path / "broken.pt")
+
+
+def _run_cli(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "occreid", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_sigkill_mid_interval_then_resume_equals_uninterrupted(tiny_market, tmp_path):
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text("{}\n")
+    killed = tmp_path / "killed"
+    p = _run_cli(["train", "--config", str(cfg_file), "--no-eval", *small_overrides(tiny_market, killed)])
+    log = killed / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if log.is_file() and any(json.loads(ln)["iter"] >= 5 for ln in log.read_text().splitlines() if ln):
+            break
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    at_kill = load_checkpoint(killed / "last.pt")["iteration"]
+    assert at_kill == 4, "the kill must land between checkpoints (after iteration 5, before 8)"
+
+    resumed = _run_cli(["train", "--resume", str(killed), "--no-eval"])
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out.decode()[-2000:]
+
+    clean = tmp_path / "clean"
+    full = _run_cli(["train", "--config", str(cfg_file), "--no-eval", *small_overrides(tiny_market, clean)])
+    out, _ = full.communicate(timeout=300)
+    assert full.returncode == 0, out.decode()[-2000:]
+
+    a = load_checkpoint(killed / "last.pt")
+    b = load_checkpoint(clean / "last.pt")
+    assert a["iteration"] == b["iteration"] == 12
+    for k in b["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    iters = [json.loads(ln)["iter"] for ln in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert iters == list(range(1, 13)), "the log must not keep lines from past the restored checkpoint"
+
+
+def test_nan_loss_stops_with_last_good_checkpoint(tiny_market, tmp_path, monkeypatch):
+    cfg = load_config(None, small_overrides(tiny_market, tmp_path / "run"))
+    trainer = Trainer(cfg)
+    original = trainer.loss.forward
+    calls = {"n": 0}
+
+    def poisoned(out, batch):
+        calls["n"] += 1
+        total, terms = original(out, batch)
+        return (total * float("nan"), terms) if calls["n"] == 6 else (total, terms)
+
+    monkeypatch.setattr(trainer.loss, "forward", poisoned)
+    with pytest.raises(TrainingDiverged, match="iteration 5"):
+        trainer.fit()
+    kept = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert kept["iteration"] == 4
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+
+
+def test_cpu_bf16_autocast_step(tiny_market, tmp_path):
+    cfg = load_config(None, small_overrides(tiny_market, tmp_path / "run",
+                                            **{"train.max_iters": 2, "train.amp": "bf16"}))
+    res = Trainer(cfg).fit()
+    assert res.iterations == 2 and res.last_loss == res.last_loss  # finite, not NaN
+
+
+def test_grad_accumulation_and_clipping_run(tiny_market, tmp_path):
+    cfg = load_config(None, small_overrides(tiny_market, tmp_path / "run", **{
+        "train.max_iters": 4, "train.accum_steps": 2, "train.grad_clip": 1.0, "train.optimizer": "sgd"}))
+    before = {k: v.clone() for k, v in Trainer(cfg).model.state_dict().items()}
+    res = Trainer(cfg).fit()
+    after = res.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
