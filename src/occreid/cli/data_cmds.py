@@ -66,10 +66,17 @@ def _dataset_args(p) -> None:
     p.add_argument("--root", required=True, help="data root holding the dataset folder")
     p.add_argument("--query", choices=["partial", "occluded"], default=None,
                    help="partial_reid query folder (default partial)")
+    p.add_argument("--variant", choices=["labeled", "detected"], default=None, help="cuhk03 boxes (default labeled)")
+    p.add_argument("--labels-root", default=None, help="where part labels live (default <dataset>/occreid_labels)")
 
 
 def _options(args) -> dict:
-    return {"query": args.query} if args.query and args.dataset == "partial_reid" else {}
+    opts: dict = {"labels_root": args.labels_root}
+    if args.query and args.dataset == "partial_reid":
+        opts["query"] = args.query
+    if args.variant and args.dataset == "cuhk03":
+        opts["variant"] = args.variant
+    return opts
 
 
 def run_stats(args) -> int:
