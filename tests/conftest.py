@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 
-def write_market(root: Path, train_ids=8, test_ids=4, cams=2, per_cam=4, size=(32, 16), seed=0) -> Path:
+def write_market(root: Path, train_ids=8, test_ids=4, cams=2, per_cam=4, size=(32, 16), seed=0, noise=12.0) -> Path:
     """Market-1501 layout under root/Market-1501 with per-identity colour patterns."""
     rng = np.random.default_rng(seed)
     base = root / "Market-1501"
@@ -21,7 +21,7 @@ def write_market(root: Path, train_ids=8, test_ids=4, cams=2, per_cam=4, size=(3
         a = np.zeros((h, w, 3), np.float32)
         a[: h // 2] = top
         a[h // 2 :] = bottom
-        a += rng.normal(0, 12, a.shape)
+        a += rng.normal(0, noise, a.shape)
         return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
     for split, pids in (("bounding_box_train", range(1, train_ids + 1)),
                         ("bounding_box_test", range(100, 100 + test_ids)),
@@ -41,6 +41,13 @@ def write_market(root: Path, train_ids=8, test_ids=4, cams=2, per_cam=4, size=(3
 @pytest.fixture(scope="session")
 def tiny_market(tmp_path_factory) -> Path:
     return write_market(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def noisy_market(tmp_path_factory) -> Path:
+    """Strong per-pixel noise: no near-ties in max pooling, so gradients are well conditioned enough
+    to compare two numerically different but equivalent computations (DDP vs one process)."""
+    return write_market(tmp_path_factory.mktemp("noisy"), noise=70.0)
 
 
 @pytest.fixture

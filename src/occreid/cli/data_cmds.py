@@ -54,7 +54,9 @@ def register(sub) -> None:
     g.add_argument("--height", type=int, default=128)
     g.add_argument("--width", type=int, default=64)
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--queries-per-id", type=int, default=2, help="occluded queries per test identity")
     g.add_argument("--workers", type=int, default=2)
+    g.add_argument("--overwrite", action="store_true", help="replace an existing synthetic set in --out")
     g.set_defaults(handler=run_synth)
 
 
@@ -111,6 +113,7 @@ def run_synth(args) -> int:
     summary = generate(
         args.out, ids=args.ids, cams=args.cams, images_per_id_cam=args.images_per_id_cam,
         height=args.height, width=args.width, seed=args.seed, workers=args.workers,
+        queries_per_id=args.queries_per_id, overwrite=args.overwrite,
     )
     print(json.dumps(summary, indent=2, default=str))
     return 0

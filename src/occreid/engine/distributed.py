@@ -74,20 +74,20 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         from torch.distributed.nn.functional import all_reduce
 
         dims = [0] + list(range(2, x.dim()))
-        n_local = torch.tensor(float(x.numel() // x.shape[1]), dtype=x.dtype, device=x.device)
-        stats = torch.cat([x.sum(dims), (x * x).sum(dims), n_local.view(1)])
-        stats = all_reduce(stats)
         c = x.shape[1]
-        n = stats[2 * c]
+        shape = [1, c] + [1] * (x.dim() - 2)
+        n_local = torch.full((1,), float(x.numel() // c), dtype=x.dtype, device=x.device)
+        stats = all_reduce(torch.cat([x.sum(dims), n_local]))
+        n = stats[c]
         mean = stats[:c] / n
-        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)
+        # two passes (mean, then squared deviations) avoid the cancellation of E[x^2] - mean^2
+        var = all_reduce((x - mean.view(shape)).pow(2).sum(dims)) / n
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
                 self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1).clamp_min(1), alpha=m)
-        shape = [1, c] + [1] * (x.dim() - 2)
         y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
@@ -121,3 +121,15 @@ def _convert(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         out.add_module(name, _convert(child))
     return out
+
+
+def average_gradients(params) -> None:
+    """All-reduce-mean the gradients of parameters that live outside the DDP model (e.g. centre-loss
+    centres), so every process steps them like one process on the global batch."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)

@@ -5,6 +5,8 @@ Canonical label: a per-pixel index map (uint8, H x W, image resolution) over eig
 PifPaf confidence fields, keypoints, MediaPipe and LIP maps are all converted to it. Stored as a
 lossless PNG (a few KB per image) at `<labels_root>/<split folder>/<image stem>.png`.
 
+`left` / `right` are the person's own sides (the COCO / PifPaf convention), not sides of the image.
+
 Background is always index 0 of a grouped map: pixels that belong to no atomic part. A grouping that
 leaves out an atomic part sends its pixels to background too (none of ours does).
 """
@@ -52,20 +54,42 @@ GROUPINGS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("lower_body", ("left_leg", "right_leg")),
         ("shoes", ("left_foot", "right_foot")),
     ),
-    "five_v": (
+    # BPBReID's `five` (CombinePifPafIntoFiveBodyMasks): head, arms, torso, legs, feet.
+    "five": (
         ("head", ("head",)),
         ("arms", ("left_arm", "right_arm")),
         ("torso", ("torso",)),
         ("legs", ("left_leg", "right_leg")),
         ("feet", ("left_foot", "right_foot")),
     ),
-    "eight": tuple((name, (name,)) for name in ATOMIC_PARTS),
+    # BPBReID's `eight` (CombinePifPafIntoEightBodyMasks), in its channel order.
+    "eight": (
+        ("head", ("head",)),
+        ("left_arm", ("left_arm",)),
+        ("right_arm", ("right_arm",)),
+        ("torso", ("torso",)),
+        ("left_leg", ("left_leg",)),
+        ("right_leg", ("right_leg",)),
+        ("left_foot", ("left_foot",)),
+        ("right_foot", ("right_foot",)),
+    ),
     "whole_body": (("body", ATOMIC_PARTS),),
+}
+
+# Groupings of other toolkits that atomic labels cannot express, with the reason and the alternative.
+UNSUPPORTED_GROUPINGS = {
+    "five_v": (
+        "BPBReID's `five_v` (CombinePifPafIntoFiveVerticalParts) cuts the torso and arms into an upper "
+        "(shoulders, upper arms) and a lower (forearms, hips) band, which atomic part labels cannot "
+        "express; use 'five' (head, arms, torso, legs, feet) instead"
+    ),
 }
 
 
 def grouping_lut(grouping: str) -> np.ndarray:
     """Look-up table atomic index (0..8) -> grouped index (0..K), background stays 0."""
+    if grouping in UNSUPPORTED_GROUPINGS:
+        raise LabelError(f"part grouping {grouping!r} is not available: {UNSUPPORTED_GROUPINGS[grouping]}")
     if grouping not in GROUPINGS:
         raise LabelError(f"unknown part grouping {grouping!r}; expected one of {sorted(GROUPINGS)}")
     lut = np.zeros(len(ATOMIC_PARTS) + 1, dtype=np.uint8)
@@ -108,11 +132,9 @@ def read_label(path: str | Path) -> np.ndarray:
         with Image.open(path) as im:
             arr = np.asarray(im)
     except (OSError, ValueError) as e:
-        raise LabelError(f"{path}: unreadable part-label file ({e}); re-create it with `occreid labels make`")
+        raise LabelError(f"{path}: unreadable part-label file ({e}); re-create it with `occreid labels make`") from None
     if arr.ndim != 2 or arr.max(initial=0) > len(ATOMIC_PARTS):
-        raise LabelError(
-            f"{path}: expected an H x W map of values 0..{len(ATOMIC_PARTS)}, got shape {arr.shape}"
-        )
+        raise LabelError(f"{path}: expected an H x W map of values 0..{len(ATOMIC_PARTS)}, got shape {arr.shape}")
     return arr
 
 

@@ -1,0 +1,61 @@
+"""MediaPipePose logic with a stand-in for the mediapipe solution (the real one is an optional extra)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from occreid.labels.keypoints import JOINT_INDEX
+from occreid.labels.mediapipe_pose import MediaPipePose
+
+
+class _FakeSolution:
+    """Returns one person whose landmarks all sit at normalised (x, 0.5) of the image it is given."""
+
+    def __init__(self, xs: list[float]) -> None:
+        self.xs = list(xs)
+        self.shapes: list[tuple[int, ...]] = []
+
+    def process(self, image: np.ndarray) -> SimpleNamespace:
+        self.shapes.append(image.shape)
+        x = self.xs.pop(0)
+        marks = [SimpleNamespace(x=x, y=0.5, z=0.0, visibility=0.9) for _ in range(33)]
+        seg = np.zeros(image.shape[:2], np.float32)
+        seg[:, : image.shape[1] // 2] = 1.0
+        return SimpleNamespace(pose_landmarks=SimpleNamespace(landmark=marks), segmentation_mask=seg)
+
+    def close(self) -> None:
+        pass
+
+
+def _estimator(xs: list[float]) -> MediaPipePose:
+    est = MediaPipePose.__new__(MediaPipePose)  # skip the mediapipe import
+    est.target_height, est.mask_threshold, est.recentre_beyond, est.window = 256, 0.5, 0.2, (0.15, 0.85)
+    est._pose = _FakeSolution(xs)
+    return est
+
+
+def test_upscales_and_maps_back_to_crop_pixels():
+    est = _estimator([0.5])
+    kp, mask = est.estimate(np.zeros((64, 32, 3), np.uint8))
+    assert est._pose.shapes == [(256, 128, 3)]  # upscaled to 256 px high, aspect kept
+    assert kp.xy[JOINT_INDEX["left_shoulder"]].tolist() == pytest.approx([0.5 * 32 - 0.5, 0.5 * 64 - 0.5])
+    assert mask.shape == (64, 32) and mask[:, :16].all() and not mask[:, 16:].any()
+
+
+def test_off_centre_person_is_replaced_by_the_central_one():
+    # full crop: person at x = 0.05 (far left); central window [15 %, 85 %] of a 100 px crop: person at
+    # its middle, i.e. crop x = 15 + 0.5 * 70 - 0.5
+    est = _estimator([0.05, 0.5])
+    kp, mask = est.estimate(np.zeros((200, 100, 3), np.uint8))
+    assert len(est._pose.shapes) == 2 and est._pose.shapes[1][1] == round(70 * 256 / 200)
+    assert kp.xy[JOINT_INDEX["nose"], 0] == pytest.approx(15 + (0.5 * 70 - 0.5))
+    assert not mask[:, :15].any() and mask[:, 15:50].all() and not mask[:, 50:].any()
+
+
+def test_centred_person_needs_one_pass():
+    est = _estimator([0.52])
+    kp, _ = est.estimate(np.zeros((256, 128, 3), np.uint8))
+    assert len(est._pose.shapes) == 1 and kp is not None
