@@ -44,8 +44,9 @@ def extract_features(
     was_training = model.training
     model.eval()
     chunks: dict[str, list[torch.Tensor]] = {}
+    dtype = next(model.parameters()).dtype
     for batch in tqdm(loader, desc="extract", unit="batch", disable=not progress, dynamic_ncols=True):
-        images = batch["image"].to(device)
+        images = batch["image"].to(device, dtype=dtype)
         feats = model(images).features()
         if flip:
             mirrored = model(torch.flip(images, dims=[3])).features()

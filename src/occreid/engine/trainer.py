@@ -17,7 +17,7 @@ from torch import nn
 from occreid.config import Config, load_config
 from occreid.data.records import DatasetSplits, Record
 from occreid.engine.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
-from occreid.engine.distributed import DistInfo, convert_sync_batchnorm, init_distributed
+from occreid.engine.distributed import DistInfo, average_gradients, convert_sync_batchnorm, init_distributed
 from occreid.engine.run_dir import RunDir
 from occreid.engine.schedule import lr_factor
 from occreid.errors import ConfigError, OccreidError
@@ -164,6 +164,7 @@ class Trainer:
             self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.forward_model = torch.compile(self.ddp_model) if t.compile else self.ddp_model
 
+        self.input_dtype = next(self.model.parameters()).dtype
         self.iteration = 0
         self.run = RunDir(cfg, write=self.dist.is_main)
         if resume:
@@ -256,7 +257,7 @@ class Trainer:
         for _epoch, batch in self._batches():
             lr = self._set_lr()
             batch = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-            images = batch["image"]
+            images = batch["image"].to(self.input_dtype)
             if t.channels_last and self.device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
             with self._autocast():
@@ -272,6 +273,7 @@ class Trainer:
                 )
             self.scaler.scale(loss / accum).backward()
             if (self.iteration + 1) % accum == 0:
+                average_gradients(self.loss.parameters())
                 if t.grad_clip:
                     self.scaler.unscale_(self.optimizer)
                     nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from occreid.losses.precision import upcast
+
 
 class CenterLoss(nn.Module):
     """Mean over the batch of ||f_i - c_{y_i}||^2 (summed over dims, clamped to [1e-12, 1e12]).
@@ -25,7 +27,7 @@ class CenterLoss(nn.Module):
         self.centers = nn.Parameter(torch.randn(num_classes, dim))
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        diff = features.float() - self.centers[targets.long()]
+        diff = upcast(features) - self.centers[targets.long()]
         return diff.pow(2).sum(dim=1).clamp(min=1e-12, max=1e12).mean()
 
     def make_optimizer(self, lr: float = CENTER_LR) -> torch.optim.SGD:

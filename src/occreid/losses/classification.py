@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from occreid.losses.precision import upcast
+
 
 def cross_entropy_ls(logits: torch.Tensor, targets: torch.Tensor, epsilon: float = 0.1) -> torch.Tensor:
     """Mean over the batch of CE against the target (1 - eps) * one_hot + eps / C.
@@ -14,7 +16,7 @@ def cross_entropy_ls(logits: torch.Tensor, targets: torch.Tensor, epsilon: float
     """
     if not 0.0 <= epsilon < 1.0:
         raise ValueError(f"label smoothing epsilon must be in [0, 1), got {epsilon}")
-    log_probs = F.log_softmax(logits.float(), dim=1)
+    log_probs = F.log_softmax(upcast(logits), dim=1)
     nll = -log_probs.gather(1, targets.long().unsqueeze(1)).squeeze(1)
     uniform = -log_probs.mean(dim=1)
     return ((1.0 - epsilon) * nll + epsilon * uniform).mean()

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from occreid.engine.distributed import all_gather_with_grad
+from occreid.losses.precision import upcast
 from occreid.losses.triplet import batch_hard_triplet, euclidean_dist
 
 
@@ -15,7 +16,7 @@ def global_batch_triplet(
 ) -> torch.Tensor:
     """Batch-hard triplet of the local anchors [b, D] against the gathered batch [B, D]."""
     if normalize:
-        features = F.normalize(features.float(), dim=1)
+        features = F.normalize(upcast(features), dim=1)
     all_feats = all_gather_with_grad(features)
     all_pids = all_gather_with_grad(pids) if all_feats is not features else pids
     return batch_hard_triplet(euclidean_dist(features, all_feats), pids, margin, pids_other=all_pids)

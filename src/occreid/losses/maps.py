@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from occreid.losses.precision import upcast
+
 
 def _masked_mean(per_element: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     """Mean of a [B, ...] tensor over the elements of the images with valid[b] True."""
@@ -37,7 +39,7 @@ def pixel_cross_entropy(
     """
     if logits.dim() != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match")
-    log_probs = F.log_softmax(logits.float(), dim=1)
+    log_probs = F.log_softmax(upcast(logits), dim=1)
     nll = -log_probs.gather(1, target.long().unsqueeze(1)).squeeze(1)
     uniform = -log_probs.mean(dim=1)
     return _masked_mean((1.0 - epsilon) * nll + epsilon * uniform, valid)
@@ -50,7 +52,8 @@ def pixel_bce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | 
     """
     if logits.shape != target.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match")
-    per_pixel = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
+    logits = upcast(logits)
+    per_pixel = F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), reduction="none")
     return _masked_mean(per_pixel, valid)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from occreid.losses.precision import upcast
+
 
 def euclidean_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Pairwise Euclidean distances [N, M] between rows of x [N, D] and y [M, D].
@@ -16,8 +18,8 @@ def euclidean_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Uses ||x||^2 + ||y||^2 - 2 x.y, clamped at 1e-12 before the square root, so the gradient is finite
     (zero) where a distance is 0, e.g. on the diagonal of euclidean_dist(x, x).
     """
-    x = x.float()
-    y = y.float()
+    x = upcast(x)
+    y = upcast(y)
     sq = x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1).unsqueeze(0) - 2.0 * (x @ y.t())
     return sq.clamp(min=1e-12).sqrt()
 
@@ -64,5 +66,5 @@ def triplet_loss(
 ) -> torch.Tensor:
     """Batch-hard triplet on Euclidean distances between features [B, D] (optionally L2-normalised)."""
     if normalize:
-        features = F.normalize(features.float(), dim=1)
+        features = F.normalize(upcast(features), dim=1)
     return batch_hard_triplet(euclidean_dist(features, features), pids, margin)

@@ -1,0 +1,91 @@
+"""Training throughput (images / s) of each backbone under the BoT recipe, on this machine.
+
+    python benchmarks/train_speed.py [--backbones resnet18,resnet50] [--iters 10] [--device cpu|cuda]
+        [--amp none|bf16|fp16] [--channels-last] [--compile]
+
+Times full optimisation steps (forward, BoT loss, backward, Adam) on random images of the configured
+size, after warm-up steps; prints a table with the ratio to the first backbone measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from occreid.config import load_config
+from occreid.engine.trainer import build_optimizer
+from occreid.methods import get_method
+
+DEFAULT_SIZES = {"hrnet_w32": (256, 128)}
+
+
+def measure(backbone: str, args) -> dict:
+    h, w = (args.height, args.width)
+    cfg = load_config(None, [f"model.name={args.method}", f"model.backbone={backbone}",
+                             f"data.height={h}", f"data.width={w}", f"train.amp={args.amp}"])
+    method = get_method(cfg.model.name)
+    device = torch.device(args.device)
+    model = method.build_model(cfg, 702).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = method.build_loss(cfg, 702, model).to(device)
+    opt = build_optimizer(cfg, model, loss_fn)
+    fwd = torch.compile(model) if args.compile else model
+    p, k = 16, 4
+    images = torch.randn(p * k, 3, h, w, device=device)
+    if args.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    batch = {"pid": torch.arange(p, device=device).repeat_interleave(k),
+             "label": torch.zeros(p * k, h, w, dtype=torch.long, device=device),
+             "has_label": torch.zeros(p * k, dtype=torch.bool, device=device), "image": images}
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss, _ = loss_fn(fwd(images), batch)
+        opt.zero_grad(set_to_none=True)
+        loss.float().backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(args.iters):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    sec = time.perf_counter() - t0
+    return {"backbone": backbone, "input": f"{h}x{w}", "img_per_s": args.iters * p * k / sec,
+            "params_M": sum(q.numel() for q in model.parameters()) / 1e6}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backbones", default="resnet18,resnet50,resnet50_ibn_a,osnet_x1_0,osnet_x0_25,hrnet_w32")
+    ap.add_argument("--method", default="bot")
+    ap.add_argument("--height", type=int, default=256)
+    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--compile", action="store_true")
+    args = ap.parse_args()
+    rows = [measure(b, args) for b in args.backbones.split(",")]
+    ref = rows[0]["img_per_s"]
+    print(f"device={args.device} amp={args.amp} channels_last={args.channels_last} compile={args.compile} "
+          f"threads={torch.get_num_threads()} batch=64")
+    print(f"| backbone | input | params (M) | img/s | vs {rows[0]['backbone']} |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['backbone']} | {r['input']} | {r['params_M']:.1f} | {r['img_per_s']:.1f} | "
+              f"{r['img_per_s'] / ref:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
