@@ -50,7 +50,7 @@ def run_info(args) -> int:
     p = info["parameters"]
     print(f"{info['method']} ({info['backbone']}) at {info['input'][0]}x{info['input'][1]}")
     print(f"parameters: {p['total'] / 1e6:.2f} M total, {p['trainable'] / 1e6:.2f} M trainable")
-    for name, n in p.get("per_module", {}).items():
+    for name, n in p.get("by_module", {}).items():
         print(f"  {name:<24}{n / 1e6:>10.3f} M")
     print(f"GMACs: {info['gmacs']:.3f}  ({info['note']})")
     return 0

@@ -119,9 +119,10 @@ def evaluate_checkpoint(
         qp, qc = _arrays(splits.query)
         gp, gc = _arrays(splits.gallery)
         n_show = min(cfg.eval.rank_list_queries, len(splits.query))
-        pick = np.linspace(0, len(splits.query) - 1, n_show).astype(int) if n_show else np.array([], int)
-        rank_lists(m["distmat"], [r.path for r in splits.query], [r.path for r in splits.gallery],
-                   qp, gp, qc, gc, pick, dest / "rank_list.png")
+        if n_show:
+            pick = np.linspace(0, len(splits.query) - 1, n_show).astype(int)
+            rank_lists(m["distmat"], [r.path for r in splits.query], [r.path for r in splits.gallery],
+                       qp, gp, qc, gc, pick, dest / "rank_list.png")
         results.append(summary)
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)

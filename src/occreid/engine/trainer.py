@@ -146,8 +146,10 @@ class Trainer:
         self.total_iters = t.max_iters if t.max_iters is not None else t.epochs * self.batches_per_epoch
 
         self.model = self.method.build_model(cfg, self.num_classes).to(self.device)
-        if cfg.model.pretrained_path and hasattr(self.model, "backbone"):
-            report = self.model.backbone.load_pretrained(cfg.model.pretrained_path)
+        if cfg.model.pretrained_path:
+            # a model may load more than its backbone (PAN copies stage 4 into its buffer layer)
+            loader = getattr(self.model, "load_pretrained", None) or self.model.backbone.load_pretrained
+            report = loader(cfg.model.pretrained_path)
             if self.dist.is_main:
                 print(report)
         self.loss = self.method.build_loss(cfg, self.num_classes, self.model).to(self.device)

@@ -1,0 +1,176 @@
+"""Speed of occreid's evaluation vs reference implementations (ranking metrics and re-ranking).
+
+Usage: python benchmarks/eval_speed.py [--full] [--torchreid-src DIR]
+
+Metrics: Occluded-Duke size (2,210 x 17,661), with the real pids / camids parsed from the file names of
+$OCCREID_DATA/Occluded_Duke/{query,bounding_box_test} when present (else synthetic ones of that size),
+on a distance matrix of random unit features. Re-ranking: 1,000 x 6,000 (with --full also the whole
+Occluded-Duke size, ours only). References: a per-query loop written here, and torchreid's own
+`eval_market1501` / `re_ranking`, loaded as single files from DIR (e.g. an unpacked
+`pip download --no-deps torchreid==0.2.5` sdist) when --torchreid-src is given.
+
+Each measurement runs in a forked worker; "peak MB" is that worker's peak resident set size
+(resource.getrusage ru_maxrss) minus its resident size when it started, so it counts what the
+measured call allocated, numpy and torch alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from occreid.evaluation import global_distance, k_reciprocal_rerank, rank_metrics
+
+NUM_QUERY, NUM_GALLERY = 2210, 17661
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _worker(fn: Callable[[], Any], conn) -> None:
+    start_rss = current_rss_mb()
+    t0 = time.perf_counter()
+    out = fn()
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    conn.send((seconds, max(peak - start_rss, 0.0), out))
+    conn.close()
+
+
+def measure(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """(seconds, peak MB, result) of fn() run in a forked worker process."""
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_worker, args=(fn, child))
+    proc.start()
+    result = parent.recv()
+    proc.join()
+    return result
+
+
+def load_single_file(root: Path, relative: str, name: str):
+    """Import one torchreid source file by path (its package __init__ needs torchvision)."""
+    matches = sorted(root.rglob(relative))
+    if not matches:
+        raise SystemExit(f"--torchreid-src {root}: no {relative} found below it")
+    spec = importlib.util.spec_from_file_location(name, matches[0])
+    module = importlib.util.module_from_spec(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rank.py warns that its Cython module is unavailable
+        spec.loader.exec_module(module)
+    return module
+
+
+def parse_folder(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    names = sorted(p.name for p in folder.glob("*.jpg"))
+    return (np.array([int(n.split("_")[0]) for n in names]),
+            np.array([int(n.split("_")[1][1:]) for n in names]))
+
+
+def duke_ids(data: str | None) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    root = Path(data or "") / "Occluded_Duke"
+    if data and (root / "query").is_dir() and (root / "bounding_box_test").is_dir():
+        qp, qc = parse_folder(root / "query")
+        gp, gc = parse_folder(root / "bounding_box_test")
+        return "real Occluded-Duke ids", qp, gp, qc, gc
+    rng = np.random.default_rng(0)
+    qp = rng.integers(0, 519, NUM_QUERY)
+    return "synthetic ids", qp, rng.integers(0, 1110, NUM_GALLERY), rng.integers(1, 9, NUM_QUERY), \
+        rng.integers(1, 9, NUM_GALLERY)
+
+
+def loop_market(d, qp, gp, qc, gc, max_rank=50):
+    """Per-query reference: stable sort, junk removal, AP and CMC one query at a time."""
+    cmcs, aps = [], []
+    for i in range(d.shape[0]):
+        order = np.argsort(d[i], kind="stable")
+        keep = ~((gp[order] == qp[i]) & (gc[order] == qc[i]))
+        hits = (gp[order] == qp[i])[keep]
+        if not hits.any():
+            continue
+        cum = np.cumsum(hits)
+        cmcs.append(np.minimum(cum, 1)[:max_rank])
+        aps.append(float(np.sum(cum[hits] / (np.flatnonzero(hits) + 1.0)) / hits.sum()))
+    return np.mean(np.asarray(cmcs, dtype=np.float32), axis=0), float(np.mean(aps))
+
+
+def features(n: int, dim: int, seed: int) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)), dim=1)
+
+
+def row(name: str, size: str, seconds: float, base: float | None, peak: float, note: str = "") -> str:
+    speed = f"{base / seconds:7.1f}x" if base else "      -"
+    return f"| {name:<34} | {size:<15} | {seconds:8.2f} | {speed} | {peak:8.0f} | {note}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--full", action="store_true", help="also re-rank the full Occluded-Duke size (ours)")
+    ap.add_argument("--torchreid-src", type=Path, help="folder with torchreid's metrics/rank.py, utils/rerank.py")
+    ap.add_argument("--data", default=os.environ.get("OCCREID_DATA"), help="dataset root (OCCREID_DATA)")
+    ap.add_argument("--skip-loop", action="store_true", help="skip the slow per-query loop reference")
+    args = ap.parse_args(argv)
+
+    rank_ref = rerank_ref = None
+    if args.torchreid_src:
+        rank_ref = load_single_file(args.torchreid_src, "metrics/rank.py", "torchreid_rank")
+        rerank_ref = load_single_file(args.torchreid_src, "utils/rerank.py", "torchreid_rerank")
+
+    source, qp, gp, qc, gc = duke_ids(args.data)
+    d = global_distance(features(NUM_QUERY, 256, 0), features(NUM_GALLERY, 256, 1)).numpy()
+    print(f"threads: {torch.get_num_threads()}; metrics on {source}; peak MB = forked worker ru_maxrss delta\n")
+    print("| what | size | seconds | speed-up | peak MB | check")
+    print("|---|---|---|---|---|---|")
+    size = f"{NUM_QUERY} x {NUM_GALLERY}"
+    t_ours, m_ours, ours = measure(lambda: rank_metrics(d, qp, gp, qc, gc))
+    refs = []
+    if rank_ref is not None:
+        refs.append(("torchreid eval_market1501", lambda: rank_ref.eval_market1501(d, qp, gp, qc, gc, 50)))
+    if not args.skip_loop:
+        refs.append(("per-query loop (this file)", lambda: loop_market(d, qp, gp, qc, gc)))
+    base = None
+    for name, fn in refs:
+        t, m, (cmc, mAP) = measure(fn)
+        base = base or t
+        same = np.array_equal(cmc, ours["cmc"])
+        print(row(name, size, t, None, m, f"CMC identical: {same}, |dmAP| = {abs(mAP - ours['mAP']):.1e}"))
+    print(row("occreid rank_metrics", size, t_ours, base, m_ours,
+              f"mAP {ours['mAP']:.4f}, skipped {ours['num_skipped_queries']}"))
+
+    nq, ng = 1000, 6000
+    x = features(nq + ng, 256, 2)
+    dist = torch.cdist(x, x).numpy()
+    qg, qq, gg = dist[:nq, nq:], dist[:nq, :nq], dist[nq:, nq:]
+    t_ours, m_ours, r_ours = measure(lambda: k_reciprocal_rerank(qg, qq, gg))
+    base = None
+    if rerank_ref is not None:
+        base, m, r_ref = measure(lambda: rerank_ref.re_ranking(qg, qq, gg))
+        print(row("torchreid re_ranking", f"{nq} x {ng}", base, None, m,
+                  f"max |diff| = {np.abs(r_ref - r_ours).max():.1e}"))
+    print(row("occreid k_reciprocal_rerank", f"{nq} x {ng}", t_ours, base, m_ours))
+    if args.full:
+        del dist, qg, qq, gg
+        x = features(NUM_QUERY + NUM_GALLERY, 256, 3)
+        full = global_distance(x, x).numpy()
+        qg, qq, gg = full[:NUM_QUERY, NUM_QUERY:], full[:NUM_QUERY, :NUM_QUERY], full[NUM_QUERY:, NUM_QUERY:]
+        t, m, _ = measure(lambda: k_reciprocal_rerank(qg, qq, gg))
+        print(row("occreid k_reciprocal_rerank", size, t, None, m))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""`occreid extract`, `occreid index build`, `occreid search`, `occreid export`: use a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub) -> None:
+    from occreid.cli.main import examples
+
+    raw = argparse.RawDescriptionHelpFormatter
+    e = sub.add_parser(
+        "extract", help="features of every image in a folder (batched, resumable) into a feature folder",
+        formatter_class=raw,
+        epilog=examples(
+            "occreid extract --checkpoint runs/bot/last.pt --images data/Occluded_Duke/bounding_box_test "
+            "--out gallery.feats",
+            "occreid extract --checkpoint runs/pabreid/last.pt --images crops/ --out crops.feats --resume",
+            "occreid extract --checkpoint runs/bot/last.pt --images big/ --out big.feats --dtype float16 "
+            "--workers 8",
+        ),
+    )
+    e.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
+    e.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    e.add_argument("--out", required=True, help="feature folder to write (format: docs/inference.md)")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--workers", type=int, default=2, help="data-loading processes (0 = in this process)")
+    e.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.parts/")
+    e.add_argument("--shard-size", type=int, default=4096, help="images per resumable shard")
+    e.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="embedding storage")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average with the mirror image (default: the checkpoint's eval.flip)")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(handler=run_extract)
+
+    ix = sub.add_parser("index", help="gallery index for `occreid search`")
+    ix_sub = ix.add_subparsers(dest="index_command", metavar="SUBCOMMAND")
+    b = ix_sub.add_parser(
+        "build", help="build a FAISS index over a feature folder (flat, IVF or HNSW)", formatter_class=raw,
+        epilog=examples(
+            "occreid index build --features gallery.feats --out gallery.index",
+            "occreid index build --features big.feats --out big.index --kind ivf --nprobe 64",
+            "occreid index build --features big.feats --out big.index --kind auto --flat-max 200000",
+        ),
+    )
+    b.add_argument("--features", required=True, help="gallery feature folder from `occreid extract`")
+    b.add_argument("--out", required=True, help="index folder to write")
+    b.add_argument("--kind", choices=["auto", "flat", "ivf", "hnsw"], default="auto",
+                   help="auto: exact flat up to --flat-max images, IVF beyond")
+    b.add_argument("--flat-max", type=int, default=100_000)
+    b.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~sqrt(N))")
+    b.add_argument("--nprobe", type=int, default=32, help="IVF lists probed per query")
+    b.add_argument("--ef-search", type=int, default=128, help="HNSW search depth")
+    b.add_argument("--embedding", default=None, help="embedding for candidates (default: the method's)")
+    b.add_argument("--far", type=float, default=1e-3, help="FAR of the stored search threshold")
+    b.add_argument("--no-threshold", action="store_true", help="do not derive a threshold from gallery names")
+    b.set_defaults(handler=run_index_build)
+    ix.set_defaults(handler=lambda args: ix.print_help() or 2)
+
+    s = sub.add_parser(
+        "search", help="two-stage search: FAISS candidates, exact re-rank with the method's distance",
+        formatter_class=raw,
+        epilog=examples(
+            "occreid search --index gallery.index --query query.feats --json results.json",
+            "occreid search --index gallery.index --images new_crops/ --topk 5 --picture ranks.png",
+            "occreid search --index gallery.index --query q.feats --rerank 200 --same-camera-filter off",
+        ),
+    )
+    s.add_argument("--index", required=True, help="index folder from `occreid index build`")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--query", help="query feature folder from `occreid extract`")
+    src.add_argument("--images", help="folder of query images (extracted with the gallery's checkpoint)")
+    s.add_argument("--checkpoint", help="checkpoint for --images (default: the one that made the gallery)")
+    s.add_argument("--topk", type=int, default=10)
+    s.add_argument("--rerank", type=int, default=100, help="FAISS candidates re-ranked exactly per query")
+    s.add_argument("--same-camera-filter", choices=["on", "off"], default="on",
+                   help="drop gallery images of the query's camera (or with its file name); default on")
+    s.add_argument("--json", dest="json_out", help="write the results JSON here")
+    s.add_argument("--picture", help="write a rank-list picture (PNG) here")
+    s.add_argument("--picture-queries", type=int, default=8, help="queries drawn in --picture")
+    s.add_argument("--workers", type=int, default=0)
+    s.set_defaults(handler=run_search)
+
+    x = sub.add_parser(
+        "export", help="export a checkpoint to ONNX (embeddings + visibility, metadata, parity check)",
+        formatter_class=raw,
+        epilog=examples(
+            "occreid export --checkpoint runs/bot/last.pt --out bot.onnx",
+            "occreid export onnx --checkpoint runs/pabreid/last.pt --out pabreid.onnx --opset 17",
+            "occreid export --checkpoint runs/pcb/last.pt --out pcb.onnx --no-dynamic-batch",
+        ),
+    )
+    x.add_argument("format", nargs="?", choices=["onnx"], default="onnx", help="export format (onnx)")
+    x.add_argument("--checkpoint", required=True)
+    x.add_argument("--out", required=True, help="ONNX file to write")
+    x.add_argument("--opset", type=int, default=17)
+    x.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
+                   help="dynamic batch axis (default on)")
+    x.add_argument("--parity-images", type=int, default=8,
+                   help="random images checked against PyTorch after export (0 = skip)")
+    x.set_defaults(handler=run_export)
+
+
+def run_extract(args) -> int:
+    from occreid.api import load
+    from occreid.inference.extract_folder import extract_folder
+
+    model = load(args.checkpoint, device=args.device, flip=args.flip)
+    fs = extract_folder(model, args.images, args.out, batch_size=args.batch_size, workers=args.workers,
+                        resume=args.resume, shard_size=args.shard_size, dtype=args.dtype,
+                        progress=not args.no_progress)
+    shapes = ", ".join(f"{k} {list(v.shape[1:])}" for k, v in fs.arrays.items())
+    print(f"{len(fs)} images -> {args.out} ({shapes})")
+    if fs.skipped:
+        print(f"skipped {len(fs.skipped)} unreadable images:")
+        for path, why in fs.skipped[:20]:
+            print(f"  {path}: {why}")
+    return 0
+
+
+def run_index_build(args) -> int:
+    from occreid.inference.index import GalleryIndex, IndexOptions
+
+    opts = IndexOptions(kind=args.kind, flat_max=args.flat_max, nlist=args.nlist, nprobe=args.nprobe,
+                        ef_search=args.ef_search, far=args.far)
+    idx = GalleryIndex.build(args.features, args.out, opts, key=args.embedding,
+                             labelled=not args.no_threshold)
+    m = idx.meta
+    print(f"{m['kind']} index of {m['count']} x {m['dim']} ({m['key']}) -> {args.out}")
+    t = m["threshold"]
+    if t:
+        print(f"search threshold {t['value']:.4f} at FAR {t['chosen_far']:g} "
+              f"(TAR {t['tar'][t['far'].index(t['chosen_far'])]:.3f}, {t['images_sampled']} labelled images)")
+    return 0
+
+
+def run_search(args) -> int:
+    from occreid.inference.features_file import read_features
+    from occreid.inference.index import GalleryIndex
+
+    idx = GalleryIndex.open(args.index)
+    if args.images:
+        import tempfile
+
+        from occreid.api import load
+        from occreid.inference.extract_folder import extract_folder
+
+        ckpt = args.checkpoint or idx.meta["identity"].get("checkpoint")
+        with tempfile.TemporaryDirectory() as tmp:
+            queries = extract_folder(load(ckpt), args.images, Path(tmp) / "query.feats", workers=args.workers,
+                                     progress=False)
+            queries = queries.take(range(len(queries)))  # into memory before the folder goes
+    else:
+        queries = read_features(args.query)
+    result = idx.search(queries, topk=args.topk, rerank=args.rerank,
+                        same_camera_filter=args.same_camera_filter == "on")
+    payload = result.to_json()
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(payload, indent=1))
+        print(f"results: {args.json_out}")
+    if args.picture:
+        from occreid.inference.rank_picture import search_picture
+
+        if search_picture(result, args.picture, args.picture_queries):
+            print(f"picture: {args.picture}")
+    if not args.json_out:
+        for q in payload["queries"][:20]:
+            top = ", ".join(f"{Path(h['path']).name} {h['distance']:.3f}" for h in q["results"][:5])
+            print(f"{Path(q['query']).name}: {top}")
+    return 0
+
+
+def run_export(args) -> int:
+    import torch
+
+    from occreid.api import load
+    from occreid.inference.export_onnx import OnnxReidModel, export_onnx, parity
+
+    model = load(args.checkpoint, flip=False)
+    path = export_onnx(model, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch)
+    runner = OnnxReidModel(path)
+    print(f"exported {model.method} -> {path} (outputs: {', '.join(runner.names)}; onnx.checker passed)")
+    if args.parity_images > 0:
+        h, w = model.input_size
+        n = args.parity_images if args.dynamic_batch else 1
+        report = parity(model, runner, torch.randn(n, 3, h, w, generator=torch.Generator().manual_seed(0)))
+        diffs = ", ".join(f"{k} {v:.1e}" for k, v in report.max_abs_diff.items())
+        print(f"parity with PyTorch on {n} random images: max |diff| {diffs}; visibility flips "
+              f"{report.visibility_flips}, near threshold {report.near_threshold}: "
+              f"{'OK' if report.ok else 'FAILED'}")
+        return 0 if report.ok else 1
+    return 0
