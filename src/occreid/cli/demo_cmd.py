@@ -94,7 +94,7 @@ def write_demo_report(out: Path, data: Path, results: dict[str, list[dict]]) -> 
         "Query on the left, then the top 10 (green = same identity, red = other identity, grey = junk).", "",
     ]
     for m, rs in results.items():
-        rel = Path(rs[0]["checkpoint"]).parent.relative_to(out) / "eval" / "synthetic" / "rank_list.png"
+        rel = Path(rs[0]["checkpoint"]).parent.relative_to(out) / "eval" / "synthetic" / "rank_lists.png"
         lines += [f"### {m}", "", f"![{m} rank list]({rel.as_posix()})", ""]
     if "pabreid" in results:
         ckpt_path = results["pabreid"][0]["checkpoint"]

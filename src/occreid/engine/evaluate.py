@@ -122,7 +122,7 @@ def evaluate_checkpoint(
         if n_show:
             pick = np.linspace(0, len(splits.query) - 1, n_show).astype(int)
             rank_lists(m["distmat"], [r.path for r in splits.query], [r.path for r in splits.gallery],
-                       qp, gp, qc, gc, pick, dest / "rank_list.png")
+                       qp, gp, qc, gc, pick, dest)
         results.append(summary)
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
