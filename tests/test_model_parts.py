@@ -159,7 +159,8 @@ def test_gated_conv_matches_manual_formula(guide_channels: int) -> None:
         out, a = gc(x, guide)
     bn_in, conv1, _, conv2, bn_gate = gc.gate
     w1, b1 = conv1.weight[:, :, 0, 0], conv1.bias
-    w2, b2 = conv2.weight[:, :, 0, 0], conv2.bias
+    w2 = conv2.weight[:, :, 0, 0]
+    assert conv2.bias is None  # a BatchNorm follows, so a bias there would never learn
     w_out = gc.out.weight[:, :, 0, 0]
     assert a.shape == (2, 1, h, w) and out.shape == (2, out_c, h, w)
     for b in range(2):
@@ -170,7 +171,7 @@ def test_gated_conv_matches_manual_formula(guide_channels: int) -> None:
                 z = (g_in - bn_in.running_mean) / torch.sqrt(bn_in.running_var + bn_in.eps)
                 z = z * bn_in.weight + bn_in.bias
                 hid = torch.clamp(w1 @ z + b1, min=0)
-                s = w2 @ hid + b2
+                s = w2 @ hid
                 s = (s - bn_gate.running_mean) / torch.sqrt(bn_gate.running_var + bn_gate.eps)
                 s = s * bn_gate.weight + bn_gate.bias
                 gate = 1 / (1 + torch.exp(-s))

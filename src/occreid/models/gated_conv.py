@@ -33,7 +33,7 @@ class GatedConv(nn.Module):
             nn.BatchNorm2d(gate_in),
             nn.Conv2d(gate_in, hidden, kernel_size=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, 1, kernel_size=1),
+            nn.Conv2d(hidden, 1, kernel_size=1, bias=False),  # a BatchNorm follows: a bias would be dead
             nn.BatchNorm2d(1),
         )
         self.out = nn.Conv2d(channels, out_channels or channels, kernel_size=1, bias=False)
