@@ -4,24 +4,23 @@ Usage: python benchmarks/eval_speed.py [--full] [--torchreid-src DIR]
 
 Metrics: Occluded-Duke size (2,210 x 17,661), with the real pids / camids parsed from the file names of
 $OCCREID_DATA/Occluded_Duke/{query,bounding_box_test} when present (else synthetic ones of that size),
-on a distance matrix of random unit features. Re-ranking: 1,000 x 6,000 (with --full also the whole
+on a float64 (tie-free) distance matrix of random unit features. Re-ranking: 1,000 x 6,000 (with --full also the whole
 Occluded-Duke size, ours only). References: a per-query loop written here, and torchreid's own
 `eval_market1501` / `re_ranking`, loaded as single files from DIR (e.g. an unpacked
 `pip download --no-deps torchreid==0.2.5` sdist) when --torchreid-src is given.
 
-Each measurement runs in a forked worker; "peak MB" is that worker's peak resident set size
-(resource.getrusage ru_maxrss) minus its resident size when it started, so it counts what the
-measured call allocated, numpy and torch alike.
+"peak MB" is the peak resident set size during the call, sampled every 10 ms from /proc/self/statm by a
+thread, minus the resident size when the call started: it counts what the call allocated, numpy and
+torch alike (tracemalloc would miss torch's allocations).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import multiprocessing as mp
 import os
-import resource
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -41,25 +40,25 @@ def current_rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _worker(fn: Callable[[], Any], conn) -> None:
-    start_rss = current_rss_mb()
+def measure(fn: Callable[[], Any], interval: float = 0.01) -> tuple[float, float, Any]:
+    """(seconds, peak MB above the starting RSS, result) of fn(); RSS is sampled by a thread."""
+    start = current_rss_mb()
+    peak = [start]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(interval):
+            peak[0] = max(peak[0], current_rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     t0 = time.perf_counter()
     out = fn()
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    conn.send((seconds, max(peak - start_rss, 0.0), out))
-    conn.close()
-
-
-def measure(fn: Callable[[], Any]) -> tuple[float, float, Any]:
-    """(seconds, peak MB, result) of fn() run in a forked worker process."""
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker, args=(fn, child))
-    proc.start()
-    result = parent.recv()
-    proc.join()
-    return result
+    done.set()
+    sampler.join()
+    peak[0] = max(peak[0], current_rss_mb())
+    return seconds, peak[0] - start, out
 
 
 def load_single_file(root: Path, relative: str, name: str):
@@ -131,8 +130,11 @@ def main(argv: list[str] | None = None) -> None:
         rerank_ref = load_single_file(args.torchreid_src, "utils/rerank.py", "torchreid_rerank")
 
     source, qp, gp, qc, gc = duke_ids(args.data)
-    d = global_distance(features(NUM_QUERY, 256, 0), features(NUM_GALLERY, 256, 1)).numpy()
-    print(f"threads: {torch.get_num_threads()}; metrics on {source}; peak MB = forked worker ru_maxrss delta\n")
+    # float64 so that the matrix has no ties (torchreid's unstable argsort orders ties arbitrarily)
+    d = torch.cdist(features(NUM_QUERY, 256, 0).double(), features(NUM_GALLERY, 256, 1).double()).numpy()
+    sys.stdout.reconfigure(line_buffering=True)
+    print(f"threads: {torch.get_num_threads()}; metrics on {source}; "
+          "peak MB = sampled RSS above the RSS at call start\n")
     print("| what | size | seconds | speed-up | peak MB | check")
     print("|---|---|---|---|---|---|")
     size = f"{NUM_QUERY} x {NUM_GALLERY}"

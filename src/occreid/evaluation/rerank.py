@@ -96,7 +96,8 @@ def _encode(orig: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch
     return w / total[rows]
 
 
-def _query_expand(rows, cols, vals, rank: torch.Tensor, k2: int, n: int) -> tuple[torch.Tensor, ...]:
+def _query_expand(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, rank: torch.Tensor, k2: int,
+                  n: int) -> tuple[torch.Tensor, ...]:
     """V_qe[i] = mean of V over the k2 nearest rows of i (eq. 11), sparse in and out (row-sorted)."""
     counts = torch.bincount(rows, minlength=n)
     starts = torch.cumsum(counts, 0) - counts
@@ -109,7 +110,8 @@ def _query_expand(rows, cols, vals, rank: torch.Tensor, k2: int, n: int) -> tupl
     return uniq // n, uniq % n, summed / k2
 
 
-def _jaccard(rows, cols, vals, num_query: int, n: int, max_pairs: int) -> torch.Tensor:
+def _jaccard(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, num_query: int, n: int,
+             max_pairs: int) -> torch.Tensor:
     """Jaccard distance [Nq, N - Nq] between query rows and gallery rows of sparse V (eq. 12-13).
 
     sum_k min(V_i,k, V_j,k) is accumulated over the pairs of non-zeros sharing a column k (the
