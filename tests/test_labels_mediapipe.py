@@ -59,3 +59,30 @@ def test_centred_person_needs_one_pass():
     est = _estimator([0.52])
     kp, _ = est.estimate(np.zeros((256, 128, 3), np.uint8))
     assert len(est._pose.shapes) == 1 and kp is not None
+
+
+def test_real_mediapipe_labels_synthetic_people(tmp_path):
+    """The real estimator (extra `pose`, installed by `make test`) on rendered people: it must find most
+    of them and its body mask must overlap the exact one."""
+    pytest.importorskip("mediapipe", reason="the `pose` extra (mediapipe) is not installed")
+    from occreid.data.synth import generate
+    from occreid.labels.format import read_label
+    from occreid.labels.make import make_labels
+
+    data = tmp_path / "syn"
+    generate(data, ids=4, cams=2, images_per_id_cam=2, queries_per_id=1, seed=3, workers=1, progress=False)
+    images = sorted((data / "bounding_box_train").glob("*.jpg"))[:6]
+    report = make_labels({"bounding_box_train": images}, "mediapipe", tmp_path / "labels", workers=1,
+                         progress=False)
+    assert report.images == 6 and report.failed == 0
+    assert report.labelled >= 4, report.to_text()
+    ious = []
+    for img in images:
+        made = tmp_path / "labels" / "bounding_box_train" / (img.stem + ".png")
+        if not made.is_file():
+            continue
+        truth = read_label(data / "occreid_labels" / "bounding_box_train" / (img.stem + ".png")) > 0
+        pred = read_label(made) > 0
+        assert pred.shape == truth.shape
+        ious.append((pred & truth).sum() / max((pred | truth).sum(), 1))
+    assert sum(ious) / len(ious) > 0.4
