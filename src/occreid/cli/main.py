@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from occreid.cli import data_cmds, demo_cmd, info_cmd, labels_cmds, train_cmds
+from occreid.cli import data_cmds, demo_cmd, info_cmd, labels_cmds, train_cmds, use_cmds
 from occreid.errors import OccreidError
 
 # command name -> module with `register(subparsers)`; each registers its parser and handler
@@ -16,6 +16,10 @@ COMMANDS = {
     "labels": labels_cmds,
     "info": info_cmd,
     "demo": demo_cmd,
+    "extract": use_cmds,
+    "index": use_cmds,
+    "search": use_cmds,
+    "export": use_cmds,
 }
 
 

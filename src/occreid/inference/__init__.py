@@ -1,0 +1,1 @@
+"""Using a trained model: feature files, folder extraction, gallery index + search, ONNX export."""
