@@ -4,57 +4,50 @@ on a fixed batch, the paper configuration, checkpoints, the distance recipe and 
 from __future__ import annotations
 
 import cmath
-import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from occreid.config import load_config, to_dict
+from occreid.config import load_config
 from occreid.errors import ConfigError
 from occreid.methods import amdnet
 from occreid.models.output import ModelOutput
 
-PIDS8 = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+from .method_checks import (
+    PIDS8,
+    batch_hard_loop,
+    blocky_pixel_case,
+    bn_eval,
+    ce_ls,
+    check_ablation_switches,
+    conv1x1,
+    fit_fixed_batch,
+    gated_conv,
+    last_metrics,
+    matched_weights,
+    method_cfg,
+    paper_step,
+    pixel_ce_loop,
+    randomise_bn,
+    reload_round_trip,
+    reload_run,
+    trainer_cfg,
+    write_band_labels,
+)
 
 
 def make_cfg(**method):
     """A small AMD-Net config: ResNet-18 (last stride 1) at 64x32 (a 4 x 2 map), narrow SIM and TFF."""
-    o = {"model.name": "amdnet", "model.backbone": "resnet18", "data.height": 64, "data.width": 32}
     method.setdefault("tff_channels", 16)
     method.setdefault("sim_channels", 4)
-    o.update({f"method.{k}": ("null" if v is None else v) for k, v in method.items()})
-    return load_config(None, [f"{k}={v}" for k, v in o.items()])
+    return method_cfg("amdnet", **method)
 
 
 def small_model(num_classes: int = 4, **method) -> amdnet.AMDNet:
     torch.manual_seed(0)
     return amdnet.build_model(make_cfg(**method), num_classes)
-
-
-def randomise_bn(model: torch.nn.Module) -> None:
-    """Non-trivial running statistics and affine weights for every BatchNorm (eval-mode checks see them)."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-
-
-def bn_eval(x: torch.Tensor, bn) -> torch.Tensor:
-    """Eval-mode BatchNorm written out, over dim 1 of x."""
-    shape = [1, -1] + [1] * (x.dim() - 2)
-    scale = bn.weight.view(shape) / torch.sqrt(bn.running_var.view(shape) + bn.eps)
-    return (x - bn.running_mean.view(shape)) * scale + bn.bias.view(shape)
-
-
-def conv1x1(x: torch.Tensor, conv) -> torch.Tensor:
-    y = torch.einsum("oc,bchw->bohw", conv.weight[:, :, 0, 0], x)
-    return y if conv.bias is None else y + conv.bias.view(1, -1, 1, 1)
 
 
 def conv3x3(x: torch.Tensor, conv) -> torch.Tensor:
@@ -74,17 +67,6 @@ def residual_block(x: torch.Tensor, blk) -> torch.Tensor:
     """ResNet basic block in eval mode: relu(x + BN(conv(relu(BN(conv(x))))))."""
     y = torch.relu(bn_eval(conv3x3(x, blk.conv1), blk.bn1))
     return torch.relu(x + bn_eval(conv3x3(y, blk.conv2), blk.bn2))
-
-
-def gated_conv(x: torch.Tensor, gate, guide: torch.Tensor | None = None) -> torch.Tensor:
-    """out = 1x1conv(x (1 + a)), a = sigmoid(BN(1x1(ReLU(1x1(BN([x, guide]))))))."""
-    z = x if guide is None else torch.cat([x, guide], dim=1)
-    a = torch.sigmoid(
-        bn_eval(
-            conv1x1(torch.relu(conv1x1(bn_eval(z, gate.gate[0]), gate.gate[1])), gate.gate[3]), gate.gate[4]
-        )
-    )
-    return conv1x1(x * (1 + a), gate.out)
 
 
 @torch.no_grad()
@@ -165,17 +147,9 @@ def band_labels(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     return out
 
 
-def ce_ls(logits: list[float], target: int, eps: float) -> float:
-    """Label-smoothed CE of one row: eps spread over all len(logits) classes."""
-    z = math.log(sum(math.exp(v) for v in logits))
-    logp = [v - z for v in logits]
-    k = len(logits)
-    return -sum(((1 - eps) * (j == target) + eps / k) * logp[j] for j in range(k))
-
-
 def part_soft_loop(parts: list, pids: list[int], beta: float, margin: float | None) -> float:
     """Eq. 12-13 by loops: head (part 0) weighted 1 + beta, divided by K + beta; batch-hard; mean."""
-    n, k = len(parts), len(parts[0])
+    k = len(parts[0])
 
     def d(i, j):
         return (
@@ -183,12 +157,7 @@ def part_soft_loop(parts: list, pids: list[int], beta: float, margin: float | No
             + sum(math.dist(parts[i][p], parts[j][p]) for p in range(1, k))
         ) / (k + beta)
 
-    total = 0.0
-    for a in range(n):
-        ap = max(d(a, j) for j in range(n) if pids[j] == pids[a])
-        an = min(d(a, j) for j in range(n) if pids[j] != pids[a])
-        total += math.log1p(math.exp(ap - an)) if margin is None else max(0.0, ap - an + margin)
-    return total / n
+    return batch_hard_loop(d, pids, margin)
 
 
 # ---- Eq. 1: part attention -----------------------------------------------------------------------
@@ -246,22 +215,12 @@ def test_eq2_part_attention_loss_hand_worked_and_masked_by_has_label():
 
 
 def test_eq2_part_attention_loss_matches_a_pixel_loop_with_downsampled_labels():
-    g = torch.Generator().manual_seed(2)
-    logits = torch.randn(3, 6, 2, 2, generator=g)
-    coarse = torch.randint(0, 6, (3, 2, 2), generator=g)
-    label = coarse.repeat_interleave(4, dim=1).repeat_interleave(4, dim=2)  # 8 x 8, constant 4 x 4 blocks
-    valid = torch.tensor([True, False, True])
+    logits, coarse, label, valid = blocky_pixel_case(6)  # image 1 has no label
     zeros = {k: torch.zeros(3, 2) for k in ("foreground", "concat", "global")}
     out = ModelOutput(parts=torch.zeros(3, 5, 2), logits=zeros, maps={"part_logits": logits})
     batch = {"pid": torch.tensor([0, 0, 1]), "label": label, "has_label": valid}
     _, terms = amdnet.build_loss(make_cfg(), 2, None)(out, batch)
-    vals = [
-        ce_ls(logits[b, :, r, c].tolist(), int(coarse[b, r, c]), 0.15)
-        for b in (0, 2)
-        for r in range(2)
-        for c in range(2)
-    ]
-    assert terms["part_attention"].item() == pytest.approx(sum(vals) / len(vals), rel=1e-5)
+    assert terms["part_attention"].item() == pytest.approx(pixel_ce_loop(logits, coarse, 0.15, (0, 2)), rel=1e-5)
 
 
 def test_eq2_without_background_channel_hand_worked():
@@ -416,16 +375,11 @@ def test_eq5_7_pooled_features_and_visibility_match_loops(norm):
 
 
 def test_quality_score_threshold_gamma_is_strict():
-    feats = {
-        "foreground": torch.zeros(1, 3),
-        "parts": torch.zeros(1, 3, 3),
-        "visibility": torch.tensor([[0.4, 0.41, 0.2]]),
-    }
+    scores = [0.4, 0.41, 0.2]
     for gamma, expected in ((0.4, [1, 0, 1, 0]), (0.2, [1, 1, 1, 0]), (0.5, [1, 0, 0, 0])):
-        _, vis = amdnet.matched_embeddings(feats, amdnet.Options(visibility_threshold=gamma))
-        assert vis[0].tolist() == expected  # foreground first, always counted
-    _, vis = amdnet.matched_embeddings(feats, amdnet.Options(matching="continuous"))
-    assert torch.allclose(vis[0], torch.tensor([1.0, 0.4, 0.41, 0.2]))
+        assert matched_weights(scores, amdnet.Options(visibility_threshold=gamma)) == expected  # foreground first
+    continuous = matched_weights(scores, amdnet.Options(matching="continuous"))
+    assert continuous == pytest.approx([1.0, 0.4, 0.41, 0.2])
 
 
 # ---- Eq. 12-14: part-soft triplet and the total ----------------------------------------------------
@@ -463,15 +417,7 @@ def test_eq12_14_total_matches_loops_on_random_outputs():
         total, terms = amdnet.build_loss(cfg, 5, None)(out, batch)
         e_id = sum(ce_ls(logits[k][i].tolist(), p[i], 0.1) for k in logits for i in range(6)) / 18
         e_tri = part_soft_loop(parts.tolist(), p, beta, margin)
-        e_part = (
-            sum(
-                ce_ls(part_logits[b, :, r, c].tolist(), int(label[b, r, c]), 0.15)
-                for b in range(6)
-                for r in range(2)
-                for c in range(2)
-            )
-            / 24
-        )
+        e_part = pixel_ce_loop(part_logits, label, 0.15, range(6))
         assert terms["id"].item() == pytest.approx(e_id, rel=1e-5)
         assert terms["part_triplet"].item() == pytest.approx(e_tri, rel=1e-5)
         assert terms["part_attention"].item() == pytest.approx(e_part, rel=1e-5)
@@ -543,7 +489,7 @@ def test_table2_part_id_loss_replaces_the_triplet():
     ).view(8, 5, -1)
     expected = (
         sum(
-            ce_ls((clf.weight[k] @ normed[i, k]).tolist(), int(PIDS8[i]), 0.1)
+            ce_ls((clf.fc.weight[k] @ normed[i, k]).tolist(), int(PIDS8[i]), 0.1)
             for i in range(8)
             for k in range(5)
         )
@@ -573,12 +519,8 @@ def test_ablation_configs_set_their_switches_and_the_paper_settings():
         "table2_part_id_loss": {"part_loss": "id"},
         "table2_part_hard_triplet": {"part_loss": "hard_triplet"},
     }
-    full = load_config(root / "occluded_duke.yaml", []).method
-    assert sorted(p.stem for p in (root / "ablations").glob("*.yaml")) == sorted(expected)
-    for name, switch in expected.items():
-        cfg = load_config(root / "ablations" / f"{name}.yaml", [])
-        assert cfg.data.dataset == "occluded_duke"
-        assert {k: v for k, v in cfg.method.items() if full[k] != v} == switch, name
+    full = check_ablation_switches(root, expected)
+    assert all(full[k] != v for switch in expected.values() for k, v in switch.items())  # each one a change
     paper = load_config(root / "occluded_duke.yaml", [])
     assert (paper.model.backbone, paper.data.height, paper.data.width) == ("hrnet_w32", 384, 128)
     assert paper.data.ids_per_batch * paper.data.instances_per_id == 64
@@ -620,26 +562,10 @@ def test_thirty_steps_on_a_fixed_batch_reduce_every_term_and_reach_every_paramet
     cfg = make_cfg(tff_channels=64)
     model = amdnet.build_model(cfg, 4).train()
     loss_fn = amdnet.build_loss(cfg, 4, model)
-    g = torch.Generator().manual_seed(5)
-    images = torch.randn(8, 3, 64, 32, generator=g)
+    images = torch.randn(8, 3, 64, 32, generator=torch.Generator().manual_seed(5))
     batch = {"pid": PIDS8, "label": band_labels(8, 64, 32), "has_label": torch.ones(8, dtype=torch.bool)}
-    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
-    first = None
-    for step in range(30):
-        opt.zero_grad()
-        total, terms = loss_fn(model(images), batch)
-        total.backward()
-        if step == 0:
-            first = terms
-            missing = [
-                n
-                for n, p in model.named_parameters()
-                if p.requires_grad and (p.grad is None or not torch.any(p.grad != 0))
-            ]
-            assert not missing, f"parameters without gradient: {missing}"
-        opt.step()
-    with torch.no_grad():
-        _, last = loss_fn(model(images), batch)
+    first, last, missing = fit_fixed_batch(model, loss_fn, images, batch, lr=3e-4)
+    assert not missing, f"parameters without gradient: {missing}"
     assert sorted(first) == ["id", "part_attention", "part_triplet"]
     for k in first:
         assert last[k] <= 0.7 * first[k], (k, float(first[k]), float(last[k]))
@@ -648,19 +574,10 @@ def test_thirty_steps_on_a_fixed_batch_reduce_every_term_and_reach_every_paramet
 @pytest.mark.slow
 def test_paper_configuration_forward_and_backward():
     """HRNet-W32 (1,920 channels at stride 4), 384x128, K = 5, SIM at 64, TFF at 256: one step at batch 2."""
-    torch.manual_seed(0)
-    cfg = load_config("configs/amdnet/occluded_duke.yaml", [])
-    model = amdnet.build_model(cfg, 702).train()
-    out = model(torch.randn(2, 3, 384, 128))
+    model, out, total, terms = paper_step(amdnet, "configs/amdnet/occluded_duke.yaml", labels=band_labels,
+                                          size=(384, 128))
     assert out.maps["part_logits"].shape == (2, 6, 96, 32)
     assert out.parts.shape == (2, 5, 256) and out.visibility.shape == (2, 5)
-    batch = {
-        "pid": torch.tensor([0, 1]),
-        "label": band_labels(2, 384, 128),
-        "has_label": torch.ones(2, dtype=torch.bool),
-    }
-    total, terms = amdnet.build_loss(cfg, 702, model)(out, batch)
-    total.backward()
     assert torch.isfinite(total) and sorted(terms) == ["id", "part_attention", "part_triplet"]
     assert model.sim.project.in_channels == 1920
     for module in (
@@ -679,23 +596,8 @@ def test_paper_configuration_forward_and_backward():
 
 
 def test_saved_and_reloaded_model_gives_the_same_features(tmp_path):
-    from occreid.engine.evaluate import load_model
-
-    model = small_model().train()
-    for _ in range(2):  # move the BN statistics away from their initial values
-        model(torch.randn(4, 3, 64, 32))
-    model.eval()
-    x = torch.randn(3, 3, 64, 32)
-    with torch.no_grad():
-        before = model(x).features()
-    cfg = make_cfg()
-    torch.save({"model": model.state_dict(), "num_classes": 4, "config": to_dict(cfg)}, tmp_path / "m.pt")
-    reloaded = load_model(torch.load(tmp_path / "m.pt", weights_only=True), cfg)
-    with torch.no_grad():
-        after = reloaded(x).features()
-    assert sorted(before) == sorted(after) == ["concat", "foreground", "global", "parts", "visibility"]
-    for k in before:
-        assert torch.equal(before[k], after[k]), k
+    names, differing = reload_round_trip(small_model(), make_cfg(), 4, tmp_path)
+    assert names == ["concat", "foreground", "global", "parts", "visibility"] and not differing, differing
 
 
 @pytest.mark.parametrize("matching", ["binary", "continuous"])
@@ -732,52 +634,15 @@ def test_distance_recipe_matches_an_explicit_loop(matching):
             assert float(d[i, j]) == pytest.approx(expected, abs=1e-5)
 
 
-def write_band_labels(market_root: Path, labels_root: Path, count: int) -> int:
-    """Atomic label PNGs (head / torso / arms / legs / feet bands) for the first `count` train images."""
-    from occreid.labels.format import write_label
-
-    images = sorted((market_root / "Market-1501" / "bounding_box_train").glob("*.jpg"))[:count]
-    for p in images:
-        lab = np.zeros((32, 16), np.uint8)
-        lab[:6, 4:12] = 1  # head
-        lab[6:16, 4:12] = 2  # torso
-        lab[6:16, :4], lab[6:16, 12:] = 3, 4  # arms
-        lab[16:28, :8], lab[16:28, 8:] = 5, 6  # legs
-        lab[28:, :8], lab[28:, 8:] = 7, 8  # feet
-        write_label(labels_root / "bounding_box_train" / f"{p.stem}.png", lab)
-    return len(images)
-
-
 @pytest.mark.parametrize("with_labels", [False, True])
 def test_trainer_runs_amdnet_end_to_end_and_its_checkpoint_reloads(tiny_market, tmp_path, with_labels):
-    from occreid.engine.checkpoint import load_checkpoint
-    from occreid.engine.evaluate import load_model
     from occreid.engine.trainer import Trainer
 
     out = tmp_path / "run"
-    o = {
-        "model.name": "amdnet",
-        "model.backbone": "resnet18",
-        "data.dataset": "market1501",
-        "data.root": str(tiny_market),
-        "data.height": 32,
-        "data.width": 16,
-        "data.ids_per_batch": 4,
-        "data.instances_per_id": 2,
-        "data.workers": 0,
-        "train.max_iters": 2,
-        "train.checkpoint_every": 2,
-        "train.log_every": 1,
-        "train.warmup_epochs": 1,
-        "run.out": str(out),
-        "run.progress": False,
-        "method.tff_channels": 16,
-        "method.sim_channels": 4,
-        "data.labels_root": str(tmp_path / "labels"),
-    }
     if with_labels:
         assert write_band_labels(tiny_market, tmp_path / "labels", 64) == 64  # every training image
-    cfg = load_config(None, [f"{k}={v}" for k, v in o.items()])
+    method = {"method.tff_channels": 16, "method.sim_channels": 4, "data.labels_root": str(tmp_path / "labels")}
+    cfg = trainer_cfg("amdnet", tiny_market, out, method)
     trainer = Trainer(cfg)
     labelled = sum(r.label_path is not None for r in trainer.train_records)
     assert labelled == (64 if with_labels else 0)
@@ -788,10 +653,10 @@ def test_trainer_runs_amdnet_end_to_end_and_its_checkpoint_reloads(tiny_market, 
         assert 0 < item["label"].max() <= 5
     res = trainer.fit()
     assert res.iterations == 2
-    lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {"id", "part_triplet", "part_attention"} <= set(lines[-1])
-    assert (lines[-1]["part_attention"] > 0) == with_labels  # no label: the masked loss is exactly 0
-    model = load_model(load_checkpoint(Path(out) / "last.pt", method="amdnet"), cfg)
+    last = last_metrics(out)
+    assert {"id", "part_triplet", "part_attention"} <= set(last)
+    assert (last["part_attention"] > 0) == with_labels  # no label: the masked loss is exactly 0
+    model = reload_run(out, "amdnet", cfg)
     with torch.no_grad():
         feats = model(torch.randn(2, 3, 32, 16)).features()
     assert feats["parts"].shape == (2, 5, 16) and feats["visibility"].shape == (2, 5)

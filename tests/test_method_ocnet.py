@@ -15,6 +15,16 @@ from occreid.errors import ConfigError
 from occreid.methods import ocnet
 from occreid.models.output import ModelOutput
 
+from .method_checks import (
+    PIDS8,
+    feature_triplet_loop,
+    fit_fixed_batch,
+    mean_ce_ls,
+    paper_step,
+    reload_round_trip,
+    trainer_cfg,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "ocnet"
 
@@ -27,27 +37,6 @@ def small_cfg(*extra: str, height: int = 64, width: int = 32):
 
 
 # ---- independent references ---------------------------------------------------------------------
-def ce_ls_loop(logits: torch.Tensor, pids: torch.Tensor, eps: float) -> float:
-    total = 0.0
-    for row, y in zip(logits.tolist(), pids.tolist()):
-        lse = math.log(sum(math.exp(v) for v in row))
-        logp = [v - lse for v in row]
-        c = len(row)
-        total += -sum(((1 - eps) * (k == y) + eps / c) * logp[k] for k in range(c))
-    return total / len(logits)
-
-
-def triplet_loop(feats: torch.Tensor, pids: torch.Tensor, margin: float) -> float:
-    x, p = feats.tolist(), pids.tolist()
-    n, total = len(x), 0.0
-    for a in range(n):
-        d = [math.sqrt(sum((u - v) ** 2 for u, v in zip(x[a], x[j]))) for j in range(n)]
-        ap = max(d[j] for j in range(n) if p[j] == p[a])
-        an = min(d[j] for j in range(n) if p[j] != p[a])
-        total += max(0.0, ap - an + margin)
-    return total / n
-
-
 def cos_loop(a: list[float], b: list[float]) -> float:
     na, nb = math.sqrt(sum(v * v for v in a)), math.sqrt(sum(v * v for v in b))
     return sum(u * v for u, v in zip(a, b)) / (na * nb)
@@ -238,13 +227,13 @@ def test_total_loss_weights_each_branch_as_configured():
     extras["part_features"] = torch.randn(6, 2, 4)
     total, terms = loss(ModelOutput(logits=logits, extras=extras), {"pid": pids})
     expected = sum(
-        w * (ce_ls_loop(logits[n], pids, eps) + triplet_loop(extras[n], pids, margin)) for n, w in lam.items()
+        w * (mean_ce_ls(logits[n], pids, eps) + feature_triplet_loop(extras[n], pids, margin)) for n, w in lam.items()
     )
     g, parts = extras["global"].tolist(), extras["part_features"].tolist()
     sl = sum(sum(1 + cos_loop(g[b], parts[b][p]) for p in range(2)) for b in range(6)) / 6
     assert total.item() == pytest.approx(expected + gamma * sl, rel=1e-5)
     for n in lam:
-        assert terms[f"ce_{n}"].item() == pytest.approx(ce_ls_loop(logits[n], pids, eps), rel=1e-5)
+        assert terms[f"ce_{n}"].item() == pytest.approx(mean_ce_ls(logits[n], pids, eps), rel=1e-5)
 
 
 def test_optional_centre_loss_adds_its_weighted_term():
@@ -368,37 +357,22 @@ def test_thirty_steps_reduce_every_term_and_reach_every_parameter():
     model = ocnet.build_model(cfg, 4)
     loss = ocnet.build_loss(cfg, 4, model)
     x = torch.randn(8, 3, 64, 32)
-    batch = {"pid": torch.arange(4).repeat_interleave(2)}
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=1e-3)
-    first = None
-    for step in range(30):
-        total, terms = loss(model(x), batch)
-        opt.zero_grad()
-        total.backward()
-        if step == 0:
-            first = terms
-            silent = [n for n, p in model.named_parameters() if p.requires_grad and not p.grad.abs().sum()]
-            assert not silent, f"no gradient reaches {silent}"
-        opt.step()
-    assert set(terms) == set(first) and len(terms) == 9
+    first, last, silent = fit_fixed_batch(model, loss, x, {"pid": PIDS8}, lr=1e-3)
+    assert not silent, f"no gradient reaches {silent}"
+    assert set(last) == set(first) and len(last) == 9
     floor = {"sl": 2.0}  # Eq. 1 on ReLU features: each 1 + cos >= 1, so 2 parts give SL >= 2
     for name in first:
         f = floor.get(name, 0.0)
-        assert terms[name] - f <= 0.7 * (first[name] - f), f"{name}: {first[name]:.4f} -> {terms[name]:.4f}"
+        assert last[name] - f <= 0.7 * (first[name] - f), f"{name}: {first[name]:.4f} -> {last[name]:.4f}"
 
 
 @pytest.mark.parametrize("backbone", ["resnet50", "resnet50_ibn_a"])
 def test_paper_configuration_forward_backward(backbone):
+    model, out, total, _ = paper_step(ocnet, CONFIGS / "occluded_duke.yaml", [f"model.backbone={backbone}"])
     cfg = load_config(CONFIGS / "occluded_duke.yaml", [f"model.backbone={backbone}"])
     assert (cfg.data.height, cfg.data.width, cfg.model.last_stride) == (256, 128, 1)
-    model = ocnet.build_model(cfg, 702)
-    loss = ocnet.build_loss(cfg, 702, model)
-    out = model(torch.randn(2, 3, 256, 128))
     assert out.maps["center_attention"].shape == (2, 1, 2, 2)  # W = 2 of the 16x8 map
     assert out.embeddings["final"].shape == (2, 2048) and out.embeddings["backbone"].shape == (2, 2048)
-    total, _ = loss(out, {"pid": torch.tensor([3, 5])})
-    total.backward()
     assert torch.isfinite(total)
     assert model.backbone.conv1.weight.grad.abs().sum() > 0
     assert model.fusion.fc1.weight.grad.abs().sum() > 0
@@ -407,18 +381,8 @@ def test_paper_configuration_forward_backward(backbone):
 def test_saved_model_reloads_to_the_same_features(tmp_path):
     torch.manual_seed(8)
     cfg = small_cfg()
-    model = ocnet.build_model(cfg, 4)
-    model(torch.randn(4, 3, 64, 32))  # move the BN running statistics off their defaults
-    model.eval()
-    torch.save(model.state_dict(), tmp_path / "m.pt")
-    again = ocnet.build_model(cfg, 4)
-    again.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
-    again.eval()
-    x = torch.randn(3, 3, 64, 32)
-    a, b = model(x).features(), again(x).features()
-    assert set(a) == {"final", "backbone", "parts", "visibility"}
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    names, differing = reload_round_trip(ocnet.build_model(cfg, 4), cfg, 4, tmp_path)
+    assert names == ["backbone", "final", "parts", "visibility"] and not differing, differing
 
 
 def test_trainer_runs_and_evaluates(tiny_market, tmp_path):
@@ -426,13 +390,7 @@ def test_trainer_runs_and_evaluates(tiny_market, tmp_path):
     from occreid.engine.evaluate import evaluate_records
     from occreid.engine.trainer import Trainer
 
-    over = {
-        "model.name": "ocnet", "model.backbone": "resnet18", "data.dataset": "market1501",
-        "data.root": str(tiny_market), "data.height": 64, "data.width": 32, "data.ids_per_batch": 4,
-        "data.instances_per_id": 2, "data.workers": 0, "train.max_iters": 3, "train.log_every": 1,
-        "train.warmup_epochs": 1, "run.out": str(tmp_path / "run"), "run.progress": False,
-    }
-    cfg = load_config(None, [f"{k}={v}" for k, v in over.items()])
+    cfg = trainer_cfg("ocnet", tiny_market, tmp_path / "run", iters=3, height=64, width=32)
     res = Trainer(cfg).fit()
     assert res.iterations == 3 and (tmp_path / "run" / "last.pt").is_file()
     splits = load_dataset("market1501", tiny_market)

@@ -3,65 +3,55 @@ switches, learning on a fixed batch, the paper configuration, checkpoints, dista
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from occreid.config import load_config, to_dict
+from occreid.config import load_config
 from occreid.errors import ConfigError
 from occreid.methods import pabreid
 from occreid.models.output import ModelOutput
+from occreid.models.part_attention import Eq2PixelPredictor
 
-PIDS8 = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+from .method_checks import (
+    PIDS8,
+    batch_hard_loop,
+    blocky_pixel_case,
+    bn_eval,
+    ce_ls,
+    check_ablation_switches,
+    conv1x1,
+    feature_triplet_loop,
+    fit_fixed_batch,
+    gated_conv,
+    last_metrics,
+    matched_weights,
+    method_cfg,
+    paper_step,
+    pixel_ce_loop,
+    randomise_bn,
+    reload_round_trip,
+    reload_run,
+    silent_parameters,
+    single_thread,
+    trainer_cfg,
+    write_band_labels,
+)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models run fastest on one thread; two threads on a shared 2-core machine thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = pytest.fixture(autouse=True)(single_thread)
 
 
 def make_cfg(**method):
     """A small PAB-ReID config: ResNet-18 (last stride 1) at 64x32 (a 4 x 2 map), 32 predictor channels."""
-    o = {"model.name": "pabreid", "model.backbone": "resnet18", "data.height": 64, "data.width": 32}
     method.setdefault("predictor_channels", 32)
-    o.update({f"method.{k}": ("null" if v is None else v) for k, v in method.items()})
-    return load_config(None, [f"{k}={v}" for k, v in o.items()])
+    return method_cfg("pabreid", **method)
 
 
 def small_model(num_classes: int = 4, **method) -> pabreid.PABReID:
     torch.manual_seed(0)
     return pabreid.build_model(make_cfg(**method), num_classes)
-
-
-def randomise_bn(model: torch.nn.Module) -> None:
-    """Non-trivial running statistics and affine weights for every BatchNorm (eval-mode checks see them)."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-
-
-def bn_eval(x: torch.Tensor, bn) -> torch.Tensor:
-    """Eval-mode BatchNorm written out, over dim 1 of x."""
-    shape = [1, -1] + [1] * (x.dim() - 2)
-    return (x - bn.running_mean.view(shape)) / torch.sqrt(bn.running_var.view(shape) + bn.eps) * bn.weight.view(
-        shape
-    ) + bn.bias.view(shape)
-
-
-def conv1x1(x: torch.Tensor, conv) -> torch.Tensor:
-    y = torch.einsum("oc,bchw->bohw", conv.weight[:, :, 0, 0], x)
-    return y if conv.bias is None else y + conv.bias.view(1, -1, 1, 1)
 
 
 def band_labels(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -79,24 +69,10 @@ def band_labels(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     return out
 
 
-def ce_ls(logits: list[float], target: int, eps: float) -> float:
-    """Label-smoothed CE of one row: eps spread over all len(logits) classes."""
-    z = math.log(sum(math.exp(v) for v in logits))
-    logp = [v - z for v in logits]
-    k = len(logits)
-    return -sum(((1 - eps) * (j == target) + eps / k) * logp[j] for j in range(k))
-
-
 def part_triplet_loop(parts: list, pids: list[int], margin: float | None) -> float:
     """Eq. 10-11 by loops: pair distance = mean over parts of Euclidean distances; batch-hard."""
-    n, x = len(parts), len(parts[0])
-    d = [[sum(math.dist(parts[i][p], parts[j][p]) for p in range(x)) / x for j in range(n)] for i in range(n)]
-    total = 0.0
-    for a in range(n):
-        ap = max(d[a][j] for j in range(n) if pids[j] == pids[a])
-        an = min(d[a][j] for j in range(n) if pids[j] != pids[a])
-        total += math.log1p(math.exp(ap - an)) if margin is None else max(0.0, ap - an + margin)
-    return total / n
+    x = len(parts[0])
+    return batch_hard_loop(lambda i, j: sum(math.dist(parts[i][p], parts[j][p]) for p in range(x)) / x, pids, margin)
 
 
 # ---- Eq. 1-2: pixel-level attention predictor ------------------------------------------------------
@@ -133,7 +109,7 @@ def test_eq2_literal_predictor_hand_worked_relu_before_softmax():
     """One 3x3 conv to 7 channels on a 1 x 1 input (only the centre tap sees it), identity BN, ReLU:
     pre-activations (0, ln 2, ln 3, -1, 0, 0, 0) -> ReLU (0, ln 2, ln 3, 0, 0, 0, 0) -> exp (1, 2, 3, 1, 1,
     1, 1) / 10."""
-    pred = pabreid.Eq2PixelPredictor(1, 6, mid_channels=4, num_layers=1).eval()
+    pred = Eq2PixelPredictor(1, 6, mid_channels=4, num_layers=1).eval()
     conv, bn = pred.body[0], pred.body[1]
     bn.eps = 0.0
     with torch.no_grad():
@@ -174,18 +150,12 @@ def test_eq3_4_part_loss_hand_worked_and_masked_by_has_label():
 
 
 def test_eq3_part_loss_matches_a_pixel_loop_with_downsampled_labels():
-    g = torch.Generator().manual_seed(2)
-    logits = torch.randn(3, 7, 2, 2, generator=g)
-    coarse = torch.randint(0, 7, (3, 2, 2), generator=g)
-    label = coarse.repeat_interleave(4, dim=1).repeat_interleave(4, dim=2)  # 8 x 8, constant 4 x 4 blocks
-    valid = torch.tensor([True, False, True])
+    logits, coarse, label, valid = blocky_pixel_case(7)  # image 1 has no label
     out = ModelOutput(parts=torch.zeros(3, 6, 2), logits={"global": torch.zeros(3, 2), "foreground": torch.zeros(3, 2)},
                       maps={"part_logits": logits})
     _, terms = pabreid.build_loss(make_cfg(), 2, None)(out, {"pid": torch.tensor([0, 0, 1]), "label": label,
                                                              "has_label": valid})
-    vals = [ce_ls(logits[b, :, r, c].tolist(), int(coarse[b, r, c]), 0.1)
-            for b in (0, 2) for r in range(2) for c in range(2)]
-    assert terms["part"].item() == pytest.approx(sum(vals) / len(vals), rel=1e-5)
+    assert terms["part"].item() == pytest.approx(pixel_ce_loop(logits, coarse, 0.1, (0, 2)), rel=1e-5)
 
 
 # ---- Eq. 5: visibility ---------------------------------------------------------------------------
@@ -200,13 +170,10 @@ def test_eq5_visibility_scores_are_the_max_of_each_part_map_and_mu_is_strict():
         for k in range(6):
             best = max(probs[b, k + 1, r, c].item() for r in range(4) for c in range(2))
             assert out.visibility[b, k].item() == pytest.approx(best)
-    feats = {"foreground": torch.zeros(1, 3), "parts": torch.zeros(1, 3, 3),
-             "visibility": torch.tensor([[0.5, 0.51, 0.3]])}
+    scores = [0.5, 0.51, 0.3]
     for mu, expected in ((0.5, [1, 0, 1, 0]), (0.3, [1, 1, 1, 0]), (0.7, [1, 0, 0, 0])):
-        _, vis = pabreid.matched_embeddings(feats, pabreid.Options(visibility_threshold=mu))
-        assert vis[0].tolist() == expected  # foreground first, always visible
-    _, vis = pabreid.matched_embeddings(feats, pabreid.Options(matching="continuous"))
-    assert torch.allclose(vis[0], torch.tensor([1.0, 0.5, 0.51, 0.3]))
+        assert matched_weights(scores, pabreid.Options(visibility_threshold=mu)) == expected  # foreground first
+    assert matched_weights(scores, pabreid.Options(matching="continuous")) == pytest.approx([1.0, 0.5, 0.51, 0.3])
 
 
 # ---- Eq. 6-9: fine-grained feature focuser ---------------------------------------------------------
@@ -226,14 +193,10 @@ def test_eq6_9_focuser_matches_an_explicit_computation():
         maps = torch.cat([fg, parts], dim=1)
         k1 = model.k1
         kk = torch.relu(bn_eval(torch.einsum("dc,bchw->bdhw", k1.fc.weight, fmap), k1.bn))  # Eq. 7
-        gate = model.gate
         expected = torch.zeros(2, 7, kk.shape[1])
         for i in range(7):
             p = kk * maps[:, i : i + 1]  # Eq. 8
-            g1 = bn_eval(p, gate.gate[0])
-            g2 = torch.relu(conv1x1(g1, gate.gate[1]))
-            a = torch.sigmoid(bn_eval(conv1x1(g2, gate.gate[3]), gate.gate[4]))
-            q = conv1x1(p * (1 + a), gate.out)  # Eq. 9
+            q = gated_conv(p, model.gate)  # Eq. 9
             for b in range(2):
                 expected[b, i] = q[b].sum(dim=(1, 2)) / maps[b, i].sum()
     assert torch.allclose(out.maps["foreground"], fg)
@@ -241,6 +204,27 @@ def test_eq6_9_focuser_matches_an_explicit_computation():
     assert torch.allclose(out.parts, expected[:, 1:], atol=1e-4, rtol=1e-4)
     gap = torch.stack([fmap[b].mean(dim=(1, 2)) for b in range(2)])
     assert torch.allclose(out.extras["global_raw"], gap, atol=1e-5)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_focuser_pooling_before_the_gate_output_conv_keeps_the_features(training):
+    """The focuser pools the gated map and then applies the gate's bias-free 1x1 output conv (about 3.7 of
+    12.8 GMACs fewer at paper size); features equal the per-position conv then pooling within 1e-5."""
+    model = small_model()
+    randomise_bn(model)
+    model.eval()
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        fmap = model.backbone(x)
+        maps = model.attention(fmap)["maps"]
+        model.train(training)
+        got, gate = model.focus(fmap, maps)
+        p = model.k1(fmap).unsqueeze(1) * maps.unsqueeze(2)
+        q, a = model.gate(p.flatten(0, 1))  # Eq. 9 at every position
+        expected = pabreid.masked_sum_pool(q.view(2, 7, *q.shape[1:]), maps, "mass")
+    assert got.shape == (2, 7, q.shape[1])
+    assert torch.allclose(got, expected, atol=1e-5, rtol=0)
+    assert torch.equal(gate, a.view(2, 7, *a.shape[2:]))
 
 
 def test_masked_sum_pool_hand_worked():
@@ -281,8 +265,7 @@ def test_eq10_13_total_matches_loops_on_random_outputs():
         total, terms = loss(out, batch)
         e_id = sum(ce_ls(lg[i].tolist(), p[i], 0.1) + ce_ls(lf[i].tolist(), p[i], 0.1) for i in range(6)) / 12
         e_tri = part_triplet_loop(parts.tolist(), p, margin)
-        e_part = sum(ce_ls(logits[b, :, r, c].tolist(), int(label[b, r, c]), 0.1)
-                     for b in range(6) for r in range(2) for c in range(2)) / 24
+        e_part = pixel_ce_loop(logits, label, 0.1, range(6))
         assert terms["id"].item() == pytest.approx(e_id, rel=1e-5)
         assert terms["part_triplet"].item() == pytest.approx(e_tri, rel=1e-5)
         assert terms["part"].item() == pytest.approx(e_part, rel=1e-5)
@@ -346,13 +329,7 @@ def test_table3_row4_plain_triplet_on_the_global_feature():
     batch = {"pid": PIDS8, "label": band_labels(8, 64, 32), "has_label": torch.ones(8, dtype=torch.bool)}
     _, terms = pabreid.build_loss(make_cfg(triplet="global"), 4, model)(out, batch)
     assert "part_triplet" not in terms
-    g = out.extras["global_raw"].detach().tolist()
-    p = PIDS8.tolist()
-    expected = 0.0
-    for a in range(8):
-        ap = max(math.dist(g[a], g[j]) for j in range(8) if p[j] == p[a])
-        an = min(math.dist(g[a], g[j]) for j in range(8) if p[j] != p[a])
-        expected += max(0.0, ap - an + 0.3) / 8
+    expected = feature_triplet_loop(out.extras["global_raw"].detach(), PIDS8, 0.3)
     assert terms["triplet"].item() == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
@@ -367,14 +344,7 @@ def test_ablation_and_grid_configs_set_their_switches():
     for mu in (0.3, 0.5, 0.7):
         for gamma in (0.15, 0.35, 0.55):
             expected[f"fig6_mu{mu}_gamma{gamma}"] = {"visibility_threshold": mu, "part_loss_weight": gamma}
-    full = load_config(root / "occluded_duke.yaml", []).method
-    assert sorted(p.stem for p in (root / "ablations").glob("*.yaml")) == sorted(expected)
-    for name, switch in expected.items():
-        cfg = load_config(root / "ablations" / f"{name}.yaml", [])
-        assert cfg.data.dataset == "occluded_duke"
-        changed = {k: v for k, v in cfg.method.items() if full[k] != v}
-        assert changed == {k: v for k, v in switch.items() if full[k] != v}, name
-        assert all(cfg.method[k] == v for k, v in switch.items())
+    full = check_ablation_switches(root, expected)
     paper = load_config(root / "occluded_duke.yaml", [])
     assert (paper.model.backbone, paper.model.last_stride, paper.data.height, paper.data.width) == ("resnet50", 1,
                                                                                                     256, 128)
@@ -405,23 +375,10 @@ def test_thirty_steps_on_a_fixed_batch_reduce_every_term_and_reach_every_paramet
     cfg = make_cfg()
     model = pabreid.build_model(cfg, 4).train()
     loss_fn = pabreid.build_loss(cfg, 4, model)
-    g = torch.Generator().manual_seed(5)
-    images = torch.randn(8, 3, 64, 32, generator=g)
+    images = torch.randn(8, 3, 64, 32, generator=torch.Generator().manual_seed(5))
     batch = {"pid": PIDS8, "label": band_labels(8, 64, 32), "has_label": torch.ones(8, dtype=torch.bool)}
-    opt = torch.optim.Adam(model.parameters(), lr=3.5e-4)
-    first = None
-    for step in range(30):
-        opt.zero_grad()
-        total, terms = loss_fn(model(images), batch)
-        total.backward()
-        if step == 0:
-            first = terms
-            missing = [n for n, p in model.named_parameters()
-                       if p.requires_grad and (p.grad is None or not torch.any(p.grad != 0))]
-            assert not missing, f"parameters without gradient: {missing}"
-        opt.step()
-    with torch.no_grad():
-        _, last = loss_fn(model(images), batch)
+    first, last, missing = fit_fixed_batch(model, loss_fn, images, batch, lr=3.5e-4)
+    assert not missing, f"parameters without gradient: {missing}"
     assert sorted(first) == ["id", "part", "part_triplet"]
     for k in first:
         assert last[k] <= 0.7 * first[k], (k, float(first[k]), float(last[k]))
@@ -429,39 +386,17 @@ def test_thirty_steps_on_a_fixed_batch_reduce_every_term_and_reach_every_paramet
 
 def test_paper_configuration_forward_and_backward():
     """ResNet-50, last stride 1, 256x128, X = 6, focuser on 2048 channels: one training step at batch 2."""
-    torch.manual_seed(0)
-    cfg = load_config("configs/pabreid/occluded_duke.yaml", [])
-    model = pabreid.build_model(cfg, 702).train()
-    out = model(torch.randn(2, 3, 256, 128))
+    model, out, total, terms = paper_step(pabreid, "configs/pabreid/occluded_duke.yaml", labels=band_labels)
     assert out.maps["part_logits"].shape == (2, 7, 16, 8)
     assert out.parts.shape == (2, 6, 2048) and out.visibility.shape == (2, 6)
-    batch = {"pid": torch.tensor([0, 1]), "label": band_labels(2, 256, 128),
-             "has_label": torch.ones(2, dtype=torch.bool)}
-    total, terms = pabreid.build_loss(cfg, 702, model)(out, batch)
-    total.backward()
     assert torch.isfinite(total) and sorted(terms) == ["id", "part", "part_triplet"]
-    for module in (model.predictor, model.k1, model.gate, model.backbone.layer4, model.foreground_neck.classifier):
-        assert all(p.grad is not None and torch.any(p.grad != 0) for p in module.parameters() if p.requires_grad)
+    assert not silent_parameters(model.predictor, model.k1, model.gate, model.backbone.layer4,
+                                 model.foreground_neck.classifier)
 
 
 def test_saved_and_reloaded_model_gives_the_same_features(tmp_path):
-    from occreid.engine.evaluate import load_model
-
-    model = small_model().train()
-    for _ in range(2):  # move the BN statistics away from their initial values
-        model(torch.randn(4, 3, 64, 32))
-    model.eval()
-    x = torch.randn(3, 3, 64, 32)
-    with torch.no_grad():
-        before = model(x).features()
-    cfg = make_cfg()
-    torch.save({"model": model.state_dict(), "num_classes": 4, "config": to_dict(cfg)}, tmp_path / "m.pt")
-    reloaded = load_model(torch.load(tmp_path / "m.pt", weights_only=True), cfg)
-    with torch.no_grad():
-        after = reloaded(x).features()
-    assert sorted(before) == sorted(after) == ["foreground", "global", "parts", "visibility"]
-    for k in before:
-        assert torch.equal(before[k], after[k]), k
+    names, differing = reload_round_trip(small_model(), make_cfg(), 4, tmp_path)
+    assert names == ["foreground", "global", "parts", "visibility"] and not differing, differing
 
 
 @pytest.mark.parametrize(("matching", "metric"), [("binary", "euclidean"), ("continuous", "euclidean"),
@@ -512,37 +447,15 @@ def test_distance_hand_worked_only_mutually_visible_parts_count():
     assert d == pytest.approx((math.sqrt(2) + 2) / 3, abs=1e-6)
 
 
-def write_band_labels(market_root: Path, labels_root: Path, count: int) -> int:
-    """Atomic label PNGs (head / torso / arms / legs / feet bands) for the first `count` train images."""
-    from occreid.labels.format import write_label
-
-    images = sorted((market_root / "Market-1501" / "bounding_box_train").glob("*.jpg"))[:count]
-    for p in images:
-        lab = np.zeros((32, 16), np.uint8)
-        lab[:6, 4:12] = 1  # head
-        lab[6:16, 4:12] = 2  # torso
-        lab[6:16, :4], lab[6:16, 12:] = 3, 4  # arms
-        lab[16:28, :8], lab[16:28, 8:] = 5, 6  # legs
-        lab[28:, :8], lab[28:, 8:] = 7, 8  # feet
-        write_label(labels_root / "bounding_box_train" / f"{p.stem}.png", lab)
-    return len(images)
-
-
 @pytest.mark.parametrize("with_labels", [False, True])
 def test_trainer_runs_pabreid_end_to_end_and_its_checkpoint_reloads(tiny_market, tmp_path, with_labels):
-    from occreid.engine.checkpoint import load_checkpoint
-    from occreid.engine.evaluate import load_model
     from occreid.engine.trainer import Trainer
 
     out = tmp_path / "run"
-    o = {"model.name": "pabreid", "model.backbone": "resnet18", "data.dataset": "market1501",
-         "data.root": str(tiny_market), "data.height": 32, "data.width": 16, "data.ids_per_batch": 4,
-         "data.instances_per_id": 2, "data.workers": 0, "train.max_iters": 2, "train.checkpoint_every": 2,
-         "train.log_every": 1, "train.warmup_epochs": 1, "run.out": str(out), "run.progress": False,
-         "method.predictor_channels": 16, "data.labels_root": str(tmp_path / "labels")}
     if with_labels:
         assert write_band_labels(tiny_market, tmp_path / "labels", 64) == 64  # every training image
-    cfg = load_config(None, [f"{k}={v}" for k, v in o.items()])
+    cfg = trainer_cfg("pabreid", tiny_market, out, {"method.predictor_channels": 16,
+                                                     "data.labels_root": str(tmp_path / "labels")})
     trainer = Trainer(cfg)
     labelled = sum(r.label_path is not None for r in trainer.train_records)
     assert labelled == (64 if with_labels else 0)
@@ -552,10 +465,10 @@ def test_trainer_runs_pabreid_end_to_end_and_its_checkpoint_reloads(tiny_market,
         assert 0 < item["label"].max() <= 6  # grouped to pabreid6 (atomic feet 7, 8 join the legs)
     res = trainer.fit()
     assert res.iterations == 2
-    lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {"id", "part_triplet", "part"} <= set(lines[-1])
-    assert (lines[-1]["part"] > 0) == with_labels  # no label: the masked part loss is exactly 0
-    model = load_model(load_checkpoint(Path(out) / "last.pt", method="pabreid"), cfg)
+    last = last_metrics(out)
+    assert {"id", "part_triplet", "part"} <= set(last)
+    assert (last["part"] > 0) == with_labels  # no label: the masked part loss is exactly 0
+    model = reload_run(out, "pabreid", cfg)
     with torch.no_grad():
         feats = model(torch.randn(2, 3, 32, 16)).features()
     assert feats["parts"].shape == (2, 6, 512) and feats["visibility"].shape == (2, 6)

@@ -3,44 +3,42 @@ switches, learning on a fixed batch, the paper configuration, checkpoints, dista
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from occreid.config import load_config, to_dict
+from occreid.config import load_config
 from occreid.errors import ConfigError
 from occreid.methods import pan
 from occreid.models.output import ModelOutput
 
+from .method_checks import (
+    PIDS8,
+    bn_eval,
+    feature_triplet_loop,
+    fit_fixed_batch,
+    last_metrics,
+    mean_ce_ls,
+    method_cfg,
+    paper_step,
+    randomise_bn,
+    reload_round_trip,
+    reload_run,
+    silent_parameters,
+    trainer_cfg,
+)
+
 
 def make_cfg(**method):
     """A small PAN config: ResNet-18 (last stride 1) at 64x32 with the given method options."""
-    o = {"model.name": "pan", "model.backbone": "resnet18", "data.height": 64, "data.width": 32}
-    o.update({f"method.{k}": ("null" if v is None else v) for k, v in method.items()})
-    return load_config(None, [f"{k}={v}" for k, v in o.items()])
+    return method_cfg("pan", **method)
 
 
 def small_model(num_classes: int = 4, **method) -> pan.PAN:
     torch.manual_seed(0)
     method.setdefault("parts", 3)
     return pan.build_model(make_cfg(**method), num_classes)
-
-
-def bn_eval(y: torch.Tensor, bn: torch.nn.BatchNorm1d) -> torch.Tensor:
-    """BatchNorm1d in eval mode written out: (y - mean) / sqrt(var + eps) * weight + bias."""
-    return (y - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
-
-
-def randomise_bn(model: torch.nn.Module) -> None:
-    """Give every BatchNorm non-trivial running statistics so eval-mode checks see them."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
 
 
 # ---- Eq. 1: masks from a 1x1 convolution, no softmax ----------------------------------------------
@@ -215,26 +213,6 @@ def test_eq4_gamma_hand_worked_and_solved_for_local_dim():
 # ---- Eq. 5: the loss -----------------------------------------------------------------------------
 
 
-def ce_ls(logits: list[list[float]], targets: list[int], eps: float) -> float:
-    total = 0.0
-    for row, t in zip(logits, targets):
-        z = math.log(sum(math.exp(v) for v in row))
-        logp = [v - z for v in row]
-        k = len(row)
-        total += -sum(((1 - eps) * (j == t) + eps / k) * logp[j] for j in range(k))
-    return total / len(targets)
-
-
-def soft_triplet(feats: list[list[float]], pids: list[int], margin: float | None) -> float:
-    total = 0.0
-    for a in range(len(feats)):
-        d = [math.dist(feats[a], feats[j]) for j in range(len(feats))]
-        ap = max(d[j] for j in range(len(feats)) if pids[j] == pids[a])
-        an = min(d[j] for j in range(len(feats)) if pids[j] != pids[a])
-        total += math.log1p(math.exp(ap - an)) if margin is None else max(0.0, ap - an + margin)
-    return total / len(feats)
-
-
 def test_eq5_soft_margin_triplet_hand_worked():
     # 1-D points 0, 1 (id 0) and 3, 5 (id 1): (d_ap, d_an) = (1, 3), (1, 2), (2, 2), (2, 4)
     hand = (math.log1p(math.exp(-2)) * 2 + math.log1p(math.exp(-1)) + math.log(2)) / 4
@@ -263,8 +241,8 @@ def test_eq5_total_matches_closed_form_on_random_outputs():
         loss = pan.build_loss(make_cfg(triplet_margin=margin, triplet_feature=feature), 5, None)
         total, terms = loss(out, {"pid": pids})
         f = (cat if feature == "concat" else glob).tolist()
-        e_g, e_l = ce_ls(lg.tolist(), p, 0.1), ce_ls(ll.tolist(), p, 0.1)
-        e_t = soft_triplet(f, p, margin)
+        e_g, e_l = mean_ce_ls(lg, p, 0.1), mean_ce_ls(ll, p, 0.1)
+        e_t = feature_triplet_loop(f, p, margin)
         assert terms["ce_global"].item() == pytest.approx(e_g, rel=1e-5)
         assert terms["ce_local"].item() == pytest.approx(e_l, rel=1e-5)
         assert terms["triplet"].item() == pytest.approx(e_t, rel=1e-5)
@@ -281,7 +259,7 @@ def test_per_part_local_classifiers_average_their_cross_entropies():
         expected = out.parts[:, i] @ model.local_classifier.weight[i].t()
         assert torch.allclose(out.logits[f"local{i}"], expected, atol=1e-5)
     _, terms = pan.build_loss(make_cfg(local_classifier="per_part"), 5, model)(out, {"pid": pids})
-    per_part = [ce_ls(out.logits[f"local{i}"].tolist(), pids.tolist(), 0.1) for i in range(3)]
+    per_part = [mean_ce_ls(out.logits[f"local{i}"], pids, 0.1) for i in range(3)]
     assert terms["ce_local"].item() == pytest.approx(sum(per_part) / 3, rel=1e-5)
 
 
@@ -362,61 +340,25 @@ def test_thirty_steps_on_a_fixed_batch_reduce_every_term_and_reach_every_paramet
     cfg = make_cfg(parts=3)
     model = pan.build_model(cfg, 4).train()
     loss_fn = pan.build_loss(cfg, 4, model)
-    g = torch.Generator().manual_seed(5)
-    images = torch.randn(8, 3, 48, 24, generator=g)  # 4 ids x 2 images; 3x2 feature maps
-    batch = {"pid": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])}
-    opt = torch.optim.Adam(model.parameters(), lr=3.5e-4)
-    first = None
-    for step in range(30):
-        opt.zero_grad()
-        total, terms = loss_fn(model(images), batch)
-        total.backward()
-        if step == 0:
-            first = terms
-            missing = [n for n, p in model.named_parameters()
-                       if p.requires_grad and (p.grad is None or not torch.any(p.grad != 0))]
-            assert not missing, f"parameters without gradient: {missing}"
-        opt.step()
-    with torch.no_grad():
-        _, last = loss_fn(model(images), batch)
+    images = torch.randn(8, 3, 48, 24, generator=torch.Generator().manual_seed(5))  # 4 ids x 2; 3x2 maps
+    first, last, missing = fit_fixed_batch(model, loss_fn, images, {"pid": PIDS8}, lr=3.5e-4)
+    assert not missing, f"parameters without gradient: {missing}"
     for k in ("ce_global", "ce_local", "triplet"):
         assert last[k] <= 0.7 * first[k], (k, float(first[k]), float(last[k]))
 
 
 def test_paper_configuration_forward_and_backward():
     """ResNet-50, last stride 1, 256x128, p = 14, buffer layer: one training step at batch 2."""
-    torch.manual_seed(0)
-    cfg = load_config("configs/pan/occluded_duke.yaml", [])
-    model = pan.build_model(cfg, 702).train()
-    out = model(torch.randn(2, 3, 256, 128))
+    model, out, total, _ = paper_step(pan, "configs/pan/occluded_duke.yaml")
     assert out.maps["masks"].shape == (2, 14, 16, 8)
     assert out.embeddings["concat"].shape == (2, 512 + 14 * 256)
-    total, _ = pan.build_loss(cfg, 702, model)(out, {"pid": torch.tensor([0, 1])})
-    total.backward()
     assert torch.isfinite(total)
-    for module in (model.buffer_conv51, model.mask_generator, model.backbone.layer4, model.local_fc):
-        assert all(p.grad is not None and torch.any(p.grad != 0) for p in module.parameters())
+    assert not silent_parameters(model.buffer_conv51, model.mask_generator, model.backbone.layer4, model.local_fc)
 
 
 def test_saved_and_reloaded_model_gives_the_same_features(tmp_path):
-    from occreid.engine.evaluate import load_model
-
-    model = small_model().train()
-    for _ in range(2):  # move the BN statistics away from their initial values
-        model(torch.randn(4, 3, 64, 32))
-    model.eval()
-    x = torch.randn(3, 3, 64, 32)
-    with torch.no_grad():
-        before = model(x).features()
-    cfg = make_cfg(parts=3)
-    torch.save({"model": model.state_dict(), "num_classes": 4, "config": to_dict(cfg)}, tmp_path / "m.pt")
-    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
-    reloaded = load_model(ckpt, cfg)
-    with torch.no_grad():
-        after = reloaded(x).features()
-    assert sorted(before) == sorted(after) == ["concat", "global", "parts"]
-    for k in before:
-        assert torch.equal(before[k], after[k]), k
+    names, differing = reload_round_trip(small_model(), make_cfg(parts=3), 4, tmp_path)
+    assert names == ["concat", "global", "parts"] and not differing, differing
 
 
 @pytest.mark.parametrize(("test_feature", "metric"), [("concat", "euclidean"), ("locals", "euclidean"),
@@ -448,23 +390,14 @@ def test_distance_recipe_matches_an_explicit_loop(test_feature, metric):
 
 
 def test_trainer_runs_pan_end_to_end_and_its_checkpoint_reloads(tiny_market, tmp_path):
-    from occreid.engine.checkpoint import load_checkpoint
-    from occreid.engine.evaluate import load_model
     from occreid.engine.trainer import Trainer
 
     out = tmp_path / "run"
-    o = {"model.name": "pan", "model.backbone": "resnet18", "data.dataset": "market1501",
-         "data.root": str(tiny_market), "data.height": 32, "data.width": 16, "data.ids_per_batch": 4,
-         "data.instances_per_id": 2, "data.workers": 0, "train.max_iters": 3, "train.checkpoint_every": 3,
-         "train.log_every": 1, "train.warmup_epochs": 1, "run.out": str(out), "run.progress": False,
-         "method.parts": 4}
-    cfg = load_config(None, [f"{k}={v}" for k, v in o.items()])
+    cfg = trainer_cfg("pan", tiny_market, out, {"method.parts": 4}, iters=3)
     res = Trainer(cfg).fit()
     assert res.iterations == 3
-    lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {"ce_global", "ce_local", "triplet"} <= set(lines[-1])
-    ckpt = load_checkpoint(Path(out) / "last.pt", method="pan")
-    model = load_model(ckpt, cfg)
+    assert {"ce_global", "ce_local", "triplet"} <= set(last_metrics(out))
+    model = reload_run(out, "pan", cfg)
     with torch.no_grad():
         feats = model(torch.randn(2, 3, 32, 16)).features()
     assert feats["concat"].shape == (2, 512 + 4 * 256)

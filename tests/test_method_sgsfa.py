@@ -4,7 +4,6 @@ switches, learning on a fixed batch, the paper configuration, checkpoints, dista
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from pathlib import Path
 
@@ -12,31 +11,42 @@ import numpy as np
 import pytest
 import torch
 
-from occreid.config import load_config, to_dict
+from occreid.config import load_config
 from occreid.errors import ConfigError
 from occreid.methods import sgsfa
 from occreid.models.output import ModelOutput
+from occreid.models.part_attention import PartAttention, WholeBodyAttention
 
-PIDS8 = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+from .method_checks import (
+    PIDS8,
+    bn_eval,
+    ce_ls,
+    check_ablation_switches,
+    conv1x1,
+    fit_fixed_batch,
+    last_metrics,
+    method_cfg,
+    paper_step,
+    randomise_bn,
+    reload_round_trip,
+    reload_run,
+    silent_parameters,
+    single_thread,
+    trainer_cfg,
+    write_band_labels,
+)
+
 SGA = ["head", "upper_body", "lower_body", "shoes"]
 FR = ["top", "middle", "bottom", "top+middle", "middle+bottom"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models run fastest on one thread; two threads on a shared 2-core machine thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = pytest.fixture(autouse=True)(single_thread)
 
 
 def make_cfg(height: int = 64, width: int = 32, **method):
     """ResNet-18 (last stride 1) at 64x32: stage 1 is 16 x 8, stage 4 is 4 x 2; 32-d part vectors."""
-    o = {"model.name": "sgsfa", "model.backbone": "resnet18", "data.height": height, "data.width": width}
     method.setdefault("feature_dim", 32)
-    o.update({f"method.{k}": ("null" if v is None else v) for k, v in method.items()})
-    return load_config(None, [f"{k}={v}" for k, v in o.items()])
+    return method_cfg("sgsfa", height, width, **method)
 
 
 def small_model(num_classes: int = 4, **method) -> sgsfa.SGSFA:
@@ -44,38 +54,8 @@ def small_model(num_classes: int = 4, **method) -> sgsfa.SGSFA:
     return sgsfa.build_model(make_cfg(**method), num_classes)
 
 
-def randomise_bn(model: torch.nn.Module) -> None:
-    """Non-trivial running statistics and affine weights for every BatchNorm (eval-mode checks see them)."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-
-
-def bn_eval(x: torch.Tensor, bn) -> torch.Tensor:
-    """Eval-mode BatchNorm written out, over dim 1 of x."""
-    shape = [1, -1] + [1] * (x.dim() - 2)
-    scale = bn.weight.view(shape) / torch.sqrt(bn.running_var.view(shape) + bn.eps)
-    return (x - bn.running_mean.view(shape)) * scale + bn.bias.view(shape)
-
-
-def conv1x1(x: torch.Tensor, conv) -> torch.Tensor:
-    y = torch.einsum("oc,bchw->bohw", conv.weight[:, :, 0, 0], x)
-    return y if conv.bias is None else y + conv.bias.view(1, -1, 1, 1)
-
-
 def sigmoid(v: float) -> float:
     return 1.0 / (1.0 + math.exp(-v))
-
-
-def ce_ls(logits: list[float], target: int, eps: float) -> float:
-    """Eq. 10 for one row: -(1 - eps + eps / K) log p_t - eps / K sum_{k != t} log p_k."""
-    z = math.log(sum(math.exp(v) for v in logits))
-    k = len(logits)
-    return -sum(((1 - eps) * (j == target) + eps / k) * (v - z) for j, v in enumerate(logits))
 
 
 def bce(logit: float, target: float) -> float:
@@ -107,7 +87,7 @@ def eval_forward(model, x):
 
 def test_whole_body_attention_hand_worked_zero_logits_quarter_the_features():
     """Zero final spatial conv and channel FC: sigmoid(0) * sigmoid(0) = 1/4 of every feature."""
-    att = sgsfa.WholeBodyAttention(16, reduction=8).eval()
+    att = WholeBodyAttention(16, reduction=8).eval()
     with torch.no_grad():
         att.spatial[3].weight.zero_()
         att.spatial[3].bias.zero_()
@@ -147,7 +127,7 @@ def test_whole_body_attention_after_stage1_matches_an_explicit_computation():
 def test_part_attention_hand_worked():
     """One channel, one part, dim 1: mask logit 0 -> m = 1/2; embed weight 2, identity BN; x = (1, -3):
     relu(2 * 1/2 * x) = (1, 0) -> average 0.5."""
-    att = sgsfa.PartAttention(1, num_parts=1, dim=1, reduction=1).eval()
+    att = PartAttention(1, num_parts=1, dim=1, reduction=1).eval()
     with torch.no_grad():
         att.masks.weight.zero_()
         att.masks.bias.zero_()
@@ -504,14 +484,7 @@ def test_ablation_configs_set_their_switches():
                 "matching_all_parts": {"matching": "all"}}
     for lam in ("0.0", "0.2", "0.4", "0.6", "0.8", "1.0"):
         expected[f"fig6_lambda_{lam}"] = {"lambda_weight": float(lam)}
-    full = load_config(root / "occluded_duke.yaml", []).method
-    assert sorted(p.stem for p in (root / "ablations").glob("*.yaml")) == sorted(expected)
-    for name, switch in expected.items():
-        cfg = load_config(root / "ablations" / f"{name}.yaml", [])
-        assert cfg.data.dataset == "occluded_duke"
-        changed = {k: v for k, v in cfg.method.items() if full[k] != v}
-        assert changed == {k: v for k, v in switch.items() if full[k] != v}, name
-        assert all(cfg.method[k] == v for k, v in switch.items())
+    full = check_ablation_switches(root, expected)
     paper = load_config(root / "occluded_duke.yaml", [])
     assert (paper.model.backbone, paper.model.last_stride, paper.data.height, paper.data.width) == ("resnet50", 1,
                                                                                                     256, 128)
@@ -552,26 +525,12 @@ def test_thirty_steps_on_a_fixed_batch_reduce_every_term_and_reach_every_paramet
     cfg = make_cfg()
     model = sgsfa.build_model(cfg, 4).train()
     loss_fn = sgsfa.build_loss(cfg, 4, model)
-    g = torch.Generator().manual_seed(5)
-    images = torch.randn(8, 3, 64, 32, generator=g)
+    images = torch.randn(8, 3, 64, 32, generator=torch.Generator().manual_seed(5))
     batch = {"pid": PIDS8, "label": band_labels(8, 64, 32), "has_label": torch.ones(8, dtype=torch.bool)}
-    # 3e-3: the classifiers start at std 0.001 and only (1 - lambda) = 0.2 of the loss reaches the SFA heads
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    reached: set[str] = set()
-    first = None
-    for step in range(30):
-        opt.zero_grad()
-        total, terms = loss_fn(model(images), batch)
-        total.backward()
-        if step < 10:  # the dynamic loss samples regions: a region classifier may wait a few steps
-            reached |= {n for n, p in model.named_parameters() if p.grad is not None and torch.any(p.grad != 0)}
-        first = first or terms
-        opt.step()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in reached]
+    # 3e-3: the classifiers start at std 0.001 and only (1 - lambda) = 0.2 of the loss reaches the SFA heads;
+    # the dynamic loss samples regions, so a region classifier may wait a few steps for its gradient
+    first, last, missing = fit_fixed_batch(model, loss_fn, images, batch, lr=3e-3, reach_steps=10, last_seed=1)
     assert not missing, f"parameters without gradient: {missing}"
-    with torch.no_grad():
-        torch.manual_seed(1)
-        _, last = loss_fn(model(images), batch)
     assert sorted(first) == ["dcls", "se", "sga_id", "triplet"]
     for k in first:
         assert last[k] <= 0.7 * first[k], (k, float(first[k]), float(last[k]))
@@ -579,73 +538,30 @@ def test_thirty_steps_on_a_fixed_batch_reduce_every_term_and_reach_every_paramet
 
 def test_paper_configuration_forward_and_backward():
     """ResNet-50, last stride 1, 256x128: stage 1 64x32, stage 4 16x8; one training step at batch 2."""
-    torch.manual_seed(0)
-    cfg = load_config("configs/sgsfa/occluded_duke.yaml", [])
-    model = sgsfa.build_model(cfg, 702).train()
-    out = model(torch.randn(2, 3, 256, 128))
+    model, out, total, terms = paper_step(sgsfa, "configs/sgsfa/occluded_duke.yaml", labels=band_labels)
     assert out.maps["whole_body_logits"].shape == (2, 1, 64, 32)
     assert out.maps["part_logits"].shape == (2, 4, 16, 8)
     assert out.parts.shape == (2, 7, 256) and out.visibility.shape == (2, 7)
-    batch = {"pid": torch.tensor([0, 1]), "label": band_labels(2, 256, 128),
-             "has_label": torch.ones(2, dtype=torch.bool)}
-    total, terms = sgsfa.build_loss(cfg, 702, model)(out, batch)
-    total.backward()
     assert torch.isfinite(total) and sorted(terms) == ["dcls", "se", "sga_id", "triplet"]
-    for module in (model.whole, model.parts, model.backbone.layer1, model.backbone.layer4, model.sfa_embed):
-        assert all(p.grad is not None and torch.any(p.grad != 0) for p in module.parameters() if p.requires_grad)
+    assert not silent_parameters(model.whole, model.parts, model.backbone.layer1, model.backbone.layer4,
+                                 model.sfa_embed)
 
 
 def test_saved_and_reloaded_model_gives_the_same_features(tmp_path):
-    from occreid.engine.evaluate import load_model
-
-    model = small_model().train()
-    for _ in range(2):  # move the BN statistics away from their initial values
-        model(torch.randn(4, 3, 64, 32))
-    model.eval()
-    x = torch.randn(3, 3, 64, 32)
-    with torch.no_grad():
-        before = model(x).features()
-    cfg = make_cfg()
-    torch.save({"model": model.state_dict(), "num_classes": 4, "config": to_dict(cfg)}, tmp_path / "m.pt")
-    reloaded = load_model(torch.load(tmp_path / "m.pt", weights_only=True), cfg)
-    with torch.no_grad():
-        after = reloaded(x).features()
-    assert sorted(before) == sorted(after) == ["parts", "sfa", "sga", "visibility"]
-    for k in before:
-        assert torch.equal(before[k], after[k]), k
-
-
-def write_band_labels(market_root: Path, labels_root: Path, count: int) -> int:
-    """Atomic label PNGs (head / torso / arms / legs / feet bands) for the first `count` train images."""
-    from occreid.labels.format import write_label
-
-    images = sorted((market_root / "Market-1501" / "bounding_box_train").glob("*.jpg"))[:count]
-    for p in images:
-        lab = np.zeros((32, 16), np.uint8)
-        lab[:6, 4:12] = 1  # head
-        lab[6:16, 4:12] = 2  # torso
-        lab[6:16, :4], lab[6:16, 12:] = 3, 4  # arms
-        lab[16:28, :8], lab[16:28, 8:] = 5, 6  # legs
-        lab[28:, :8], lab[28:, 8:] = 7, 8  # feet
-        write_label(labels_root / "bounding_box_train" / f"{p.stem}.png", lab)
-    return len(images)
+    names, differing = reload_round_trip(small_model(), make_cfg(), 4, tmp_path)
+    assert names == ["parts", "sfa", "sga", "visibility"] and not differing, differing
 
 
 @pytest.mark.parametrize("with_labels", [False, True])
 def test_trainer_runs_sgsfa_end_to_end_and_its_checkpoint_reloads(tiny_market, tmp_path, with_labels):
-    from occreid.engine.checkpoint import load_checkpoint
-    from occreid.engine.evaluate import evaluate_records, load_model
+    from occreid.engine.evaluate import evaluate_records
     from occreid.engine.trainer import Trainer
 
     out = tmp_path / "run"
-    o = {"model.name": "sgsfa", "model.backbone": "resnet18", "data.dataset": "market1501",
-         "data.root": str(tiny_market), "data.height": 64, "data.width": 32, "data.ids_per_batch": 4,
-         "data.instances_per_id": 2, "data.workers": 0, "train.max_iters": 2, "train.checkpoint_every": 2,
-         "train.log_every": 1, "train.warmup_epochs": 1, "run.out": str(out), "run.progress": False,
-         "method.feature_dim": 16, "data.labels_root": str(tmp_path / "labels")}
     if with_labels:
         assert write_band_labels(tiny_market, tmp_path / "labels", 64) == 64  # every training image
-    cfg = load_config(None, [f"{k}={v}" for k, v in o.items()])
+    method = {"method.feature_dim": 16, "data.labels_root": str(tmp_path / "labels")}
+    cfg = trainer_cfg("sgsfa", tiny_market, out, method, height=64, width=32)
     trainer = Trainer(cfg)
     assert sum(r.label_path is not None for r in trainer.train_records) == (64 if with_labels else 0)
     item = trainer.dataset[0]
@@ -654,10 +570,10 @@ def test_trainer_runs_sgsfa_end_to_end_and_its_checkpoint_reloads(tiny_market, t
         assert set(item["label"].unique().tolist()) <= {0, 1, 2, 3, 4} and item["label"].max() == 4  # sgsfa4
     res = trainer.fit()
     assert res.iterations == 2
-    lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {"triplet", "se", "sga_id", "dcls"} <= set(lines[-1])
-    assert (lines[-1]["se"] > 0) == with_labels  # no label: the masked semantic loss is exactly 0
-    model = load_model(load_checkpoint(Path(out) / "last.pt", method="sgsfa"), cfg)
+    last = last_metrics(out)
+    assert {"triplet", "se", "sga_id", "dcls"} <= set(last)
+    assert (last["se"] > 0) == with_labels  # no label: the masked semantic loss is exactly 0
+    model = reload_run(out, "sgsfa", cfg)
     if with_labels:
         return
     m = evaluate_records(model, cfg, trainer.splits.query, trainer.splits.gallery, device=torch.device("cpu"),

@@ -13,8 +13,8 @@ from torch import nn
 
 from occreid.models.complexity import count_macs, count_parameters, profile_macs
 from occreid.models.gated_conv import GatedConv
-from occreid.models.heads import BNNeck, Classifier, EmbeddingHead
-from occreid.models.part_attention import PixelPartPredictor, foreground_map, part_visibility
+from occreid.models.heads import BNNeck, Classifier, EmbeddingHead, PartClassifiers, PartwiseLinear
+from occreid.models.part_attention import Eq2PixelPredictor, PixelPartPredictor, foreground_map, part_visibility
 from occreid.models.pooling import GeM, gem_pool, global_avg_pool, global_max_pool, part_pool, stripe_pool
 
 
@@ -180,6 +180,44 @@ def test_gated_conv_matches_manual_formula(guide_channels: int) -> None:
                 assert torch.allclose(out[b, :, y, xx], expected, atol=1e-12)
 
 
+def test_gated_conv_pool_then_project_equals_project_then_pool() -> None:
+    """gated() is x (1 + a) before the output conv; project() is that conv on vectors, so pooling the
+    gated map then projecting gives forward()'s output pooled (the 1x1 conv is bias-free and linear)."""
+    c, out_c, h, w = 4, 3, 3, 2
+    gc = GatedConv(c, reduction=2, out_channels=out_c).eval()
+    _randomise_bn(gc)
+    x = torch.randn(2, c, h, w)
+    weights = torch.rand(2, 1, h, w)
+    with torch.no_grad():
+        out, a = gc(x)
+        gated, a2 = gc.gated(x)
+        pooled_then_projected = gc.project((gated * weights).sum(dim=(2, 3)))
+        unprojected, a3 = gc(x, project=False)
+    assert torch.equal(a, a2) and torch.equal(a, a3) and torch.equal(gated, unprojected)
+    w_out = gc.out.weight[:, :, 0, 0]
+    for b in range(2):
+        for y in range(h):
+            for xx in range(w):
+                assert torch.allclose(gated[b, :, y, xx], x[b, :, y, xx] * (1 + a[b, 0, y, xx]), atol=1e-6)
+        expected = sum(
+            weights[b, 0, y, xx] * (w_out @ gated[b, :, y, xx]) for y in range(h) for xx in range(w)
+        )
+        assert torch.allclose(pooled_then_projected[b], expected, atol=1e-5)
+        assert torch.allclose(pooled_then_projected[b], (out[b] * weights[b]).sum(dim=(1, 2)), atol=1e-5)
+    # hand-worked: identity output conv, zero gate weights and identity BNs give a = sigmoid(0) = 1/2
+    one = GatedConv(1).eval()
+    with torch.no_grad():
+        for p in one.parameters():
+            p.zero_()
+        for bn in (one.gate[0], one.gate[4]):
+            bn.eps = 0.0
+        one.gate[0].weight.fill_(1.0)
+        one.out.weight.fill_(2.0)
+        gated, a = one.gated(torch.tensor([4.0, -2.0]).view(1, 1, 1, 2))
+        assert gated.flatten().tolist() == [6.0, -3.0] and torch.all(a == 0.5)
+        assert one.project(torch.tensor([[3.0]])).item() == 6.0
+
+
 def test_gated_conv_guide_must_match_construction() -> None:
     with pytest.raises(ValueError, match="guide"):
         GatedConv(3)(torch.randn(1, 3, 2, 2), torch.randn(1, 1, 2, 2))
@@ -215,6 +253,27 @@ def test_pixel_part_predictor_single_1x1_conv_when_no_layers() -> None:
             assert torch.allclose(logits[0, :, y, xx], expected, atol=1e-12)
             e = torch.exp(expected)
             assert torch.allclose(probs[0, :, y, xx], e / e.sum(), atol=1e-12)
+
+
+def test_eq2_pixel_predictor_is_conv_bn_relu_to_the_maps_then_softmax() -> None:
+    pred = Eq2PixelPredictor(3, num_parts=2, mid_channels=4, num_layers=2).eval()
+    _randomise_bn(pred)
+    assert [type(m).__name__ for m in pred.body] == ["Conv2d", "BatchNorm2d", "ReLU"] * 2
+    x = torch.randn(1, 3, 3, 2)
+    with torch.no_grad():
+        logits, probs = pred(x)
+        h = x
+        for conv, bn in ((pred.body[0], pred.body[1]), (pred.body[3], pred.body[4])):
+            y = nn.functional.conv2d(h, conv.weight, padding=1)
+            h = torch.clamp(_bn_eval(y.permute(0, 2, 3, 1), bn).permute(0, 3, 1, 2), min=0)
+    assert logits.shape == (1, 3, 3, 2) and (logits >= 0).all()
+    assert torch.allclose(logits, h, atol=1e-5)
+    for y in range(3):
+        for xx in range(2):
+            e = torch.exp(h[0, :, y, xx])
+            assert torch.allclose(probs[0, :, y, xx], e / e.sum(), atol=1e-6)
+    with pytest.raises(ValueError, match="num_layers"):
+        Eq2PixelPredictor(3, num_parts=2, mid_channels=4, num_layers=0)
 
 
 def test_foreground_map_and_visibility_rule() -> None:
@@ -294,6 +353,42 @@ def test_embedding_head_same_map_for_vectors_parts_and_pixels() -> None:
     assert torch.allclose(pixels[:, :, :, 0].permute(0, 2, 1).reshape(6, 3), flat, atol=1e-6)
     with pytest.raises(ValueError):
         head(torch.randn(4))
+
+
+def test_partwise_linear_uses_one_weight_per_part() -> None:
+    layer = PartwiseLinear(3, 4, 2, bn=False)
+    assert layer.bias is not None and PartwiseLinear(3, 4, 2, bn=True).bias is None
+    with torch.no_grad():
+        layer.bias.copy_(torch.randn(3, 2))
+        x = torch.randn(5, 3, 4)
+        y = layer(x)
+    for b in range(5):
+        for p in range(3):
+            for d in range(2):
+                expected = sum(layer.weight[p, d, c].item() * x[b, p, c].item() for c in range(4))
+                assert y[b, p, d].item() == pytest.approx(expected + layer.bias[p, d].item(), abs=1e-5)
+    clf = PartwiseLinear(3, 4, 2, bn=False, classifier=True)
+    assert clf.bias is None and 0 < clf.weight.std().item() < 0.01
+
+
+def test_part_classifiers_normalise_each_part_channel_then_classify_per_part() -> None:
+    b, k, d, classes = 6, 2, 3, 4
+    clf = PartClassifiers(k, d, classes)
+    x = torch.randn(b, k, d)
+    with torch.no_grad():
+        logits = clf(x)  # training mode: batch statistics
+    assert logits.shape == (b, k, classes)
+    for p in range(k):
+        for c in range(d):
+            col = [x[i, p, c].item() for i in range(b)]
+            mean = sum(col) / b
+            var = sum((v - mean) ** 2 for v in col) / b
+            x[:, p, c] = torch.tensor([(v - mean) / math.sqrt(var + 1e-5) for v in col])
+    for i in range(b):
+        for p in range(k):
+            for j in range(classes):
+                expected = sum(clf.fc.weight[p, j, c].item() * x[i, p, c].item() for c in range(d))
+                assert logits[i, p, j].item() == pytest.approx(expected, abs=1e-5)
 
 
 # ---------------------------------------------------------------- complexity

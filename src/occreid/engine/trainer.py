@@ -279,13 +279,14 @@ class Trainer:
                 if t.grad_clip:
                     self.scaler.unscale_(self.optimizer)
                     nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+                if self.loss_optimizer is not None:  # e.g. BoT's centres, with their own SGD
+                    self.scaler.unscale_(self.loss_optimizer)
+                    self.loss.before_step()
+                    self.scaler.step(self.loss_optimizer)
+                    self.loss_optimizer.zero_grad(set_to_none=True)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
-                if self.loss_optimizer is not None:
-                    self.loss.before_step()
-                    self.loss_optimizer.step()
-                    self.loss_optimizer.zero_grad(set_to_none=True)
             self.iteration += 1
             last_loss = loss.item()
             bar.update(1)

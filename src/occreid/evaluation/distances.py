@@ -1,4 +1,5 @@
-"""Query x gallery distances: global features, part features with visibility, flip averaging.
+"""Query x gallery distances: global features, part features with visibility, a method's matched
+embeddings (whole-image features plus visible parts), flip averaging.
 
 Default metric: Euclidean distance between L2-normalised features (SPEC 3); cosine distance = 1 - cos.
 All matrices are computed in gallery chunks with the ||a||^2 + ||b||^2 - 2ab expansion, so memory stays
@@ -7,6 +8,7 @@ bounded by [Nq, chunk, P] and [Nq, Ng, P, D] is never materialised.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -129,3 +131,43 @@ def part_distance(
             fill = float(finite.max()) + 1.0 if finite.numel() else 1.0
         out[no_common] = fill
     return out
+
+
+def matched_embeddings(
+    feats: dict, names: Sequence[str], matching: str, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The named test embeddings stacked for `part_distance`: [N, E, D] and their weights [N, E].
+
+    Whole-image embeddings (`feats[name]` [N, D]) always count; "parts" ([N, K, D]) count by their
+    visibility scores, thresholded (score > threshold) in binary matching (AMD-Net's gamma, PAB-ReID
+    Eq. 5's mu) or as they are in continuous matching. Without "visibility" every part counts.
+    """
+    vecs, vis = [], []
+    for name in names:
+        if name == "parts":
+            parts = feats["parts"]
+            scores = feats.get("visibility")
+            scores = torch.ones(parts.shape[:2]) if scores is None else scores.float()
+            if matching == "binary":
+                scores = (scores > threshold).float()
+            vecs.append(parts)
+            vis.append(scores)
+        else:
+            vecs.append(feats[name].unsqueeze(1))
+            vis.append(torch.ones(len(feats[name]), 1))
+    return torch.cat(vecs, dim=1), torch.cat(vis, dim=1)
+
+
+def matched_part_distance(
+    qf: dict,
+    gf: dict,
+    names: Sequence[str],
+    matching: Literal["binary", "continuous"],
+    threshold: float,
+    metric: Metric = "euclidean",
+) -> torch.Tensor:
+    """`part_distance` over the `matched_embeddings` of query and gallery features [Nq, Ng]: the mean
+    distance over embeddings counted in both images (binary) or weighted by sqrt(v_q v_g) (continuous)."""
+    q, qv = matched_embeddings(qf, names, matching, threshold)
+    g, gv = matched_embeddings(gf, names, matching, threshold)
+    return part_distance(q, g, qv, gv, mode=matching, metric=metric)

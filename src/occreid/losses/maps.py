@@ -31,18 +31,34 @@ def pixel_cross_entropy(
     target: torch.Tensor,
     epsilon: float = 0.1,
     valid: torch.Tensor | None = None,
+    background: bool = True,
 ) -> torch.Tensor:
     """Label-smoothed per-pixel CE (AMD Eq. 2, PAB Eq. 3-4), mean over pixels of valid images.
 
     `logits` [B, K+1, h, w] (channel 0 = background), `target` [B, h, w] long in 0..K, `valid` [B] bool.
     Smoothing spreads eps over the K+1 channels: target distribution (1 - eps) one_hot + eps / (K+1).
+    `background=False` is Eq. 2 for a K-way softmax: `logits` [B, K, h, w], a pixel of part k (label
+    1..K) has target (1 - eps) one_hot(k - 1) + eps / K, a background pixel (label 0) eps / K only.
     """
     if logits.dim() != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match")
     log_probs = F.log_softmax(upcast(logits), dim=1)
-    nll = -log_probs.gather(1, target.long().unsqueeze(1)).squeeze(1)
+    target = target.long()
+    channel = target if background else (target - 1).clamp(min=0)
+    nll = -log_probs.gather(1, channel.unsqueeze(1)).squeeze(1)
+    if not background:
+        nll = nll * (target > 0)
     uniform = -log_probs.mean(dim=1)
     return _masked_mean((1.0 - epsilon) * nll + epsilon * uniform, valid)
+
+
+def parsing_cross_entropy(
+    logits: torch.Tensor, batch: dict, epsilon: float = 0.1, background: bool = True
+) -> torch.Tensor:
+    """`pixel_cross_entropy` of part-attention logits [B, K(+1), h, w] against the batch's parsing label
+    ([B, H, W], `downsample_label`-ed to the map), over the images whose batch["has_label"] is True."""
+    target = downsample_label(batch["label"], tuple(logits.shape[-2:]))
+    return pixel_cross_entropy(logits, target, epsilon, valid=batch.get("has_label"), background=background)
 
 
 def pixel_bce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:

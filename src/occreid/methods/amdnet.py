@@ -11,25 +11,19 @@ from functools import partial
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from occreid.config import Config
 from occreid.engine.distributed import all_gather_with_grad
 from occreid.errors import ConfigError
 from occreid.labels.format import GROUPINGS
-from occreid.losses import (
-    batch_hard_triplet,
-    cross_entropy_ls,
-    downsample_label,
-    euclidean_dist,
-    pixel_cross_entropy,
-)
+from occreid.losses import batch_hard_triplet, cross_entropy_ls, euclidean_dist
 from occreid.losses.global_batch import gathered_distance_triplet
+from occreid.losses.maps import parsing_cross_entropy
 from occreid.methods.building import make_backbone
 from occreid.models.backbones.resnet import BasicBlock
 from occreid.models.gated_conv import GatedConv
-from occreid.models.heads import CLASSIFIER_INIT_STD, BNNeck, EmbeddingHead
+from occreid.models.heads import BNNeck, EmbeddingHead, PartClassifiers
 from occreid.models.output import ModelOutput
 from occreid.models.part_attention import PixelPartPredictor, foreground_map, part_maps, part_visibility
 from occreid.models.pooling import global_avg_pool, part_pool, stripe_pool
@@ -218,23 +212,6 @@ class TaylorFeatureFilter(nn.Module):
         return x, torch.cat(gates, dim=1)
 
 
-class PartClassifiers(nn.Module):
-    """K independent BN + bias-free FC identity classifiers applied at once: [B, K, D] -> [B, K, classes].
-
-    For the "r/w ID loss" ablation. Candidate for occreid.models.heads.
-    """
-
-    def __init__(self, parts: int, dim: int, num_classes: int) -> None:
-        super().__init__()
-        self.bn = nn.BatchNorm1d(parts * dim)
-        self.weight = nn.Parameter(torch.randn(parts, num_classes, dim) * CLASSIFIER_INIT_STD)
-
-    def forward(self, parts: torch.Tensor) -> torch.Tensor:
-        b, k, d = parts.shape
-        normed = self.bn(parts.reshape(b, k * d)).view(b, k, d)
-        return torch.einsum("bkd,kcd->bkc", normed, self.weight)
-
-
 class AMDNet(nn.Module):
     """Backbone G -> PAGB (SIM, 1x1 conv, softmax: maps, visibility) and GFLB (TFF: F; pooled features)."""
 
@@ -341,25 +318,6 @@ def part_soft_distance(
     return torch.einsum("k,knm->nm", weights, dist) / weights.sum()
 
 
-def pixel_ce_without_background(
-    logits: torch.Tensor, target: torch.Tensor, epsilon: float, valid: torch.Tensor | None
-) -> torch.Tensor:
-    """Eq. 2 for a K-way softmax (no background channel): a pixel of part k (label 1..K) has target
-    (1 - eps) one_hot(k) + eps / K, a background pixel (label 0) the uniform eps / K only. Mean over the
-    pixels of valid images. Candidate for occreid.losses.maps."""
-    log_probs = F.log_softmax(logits.float(), dim=1)
-    part = target.long() > 0
-    nll = -log_probs.gather(1, (target.long() - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
-    per_pixel = (1.0 - epsilon) * nll * part + epsilon * -log_probs.mean(dim=1)
-    keep = (
-        torch.ones(per_pixel.shape[0], dtype=torch.bool, device=per_pixel.device)
-        if valid is None
-        else valid.bool()
-    )
-    count = keep.sum() * per_pixel[0].numel()
-    return (per_pixel * keep.view(-1, 1, 1)).sum() / count.clamp(min=1)
-
-
 class AMDNetLoss(nn.Module):
     """Eq. 14: L_part^tri (part-soft triplet, Eq. 12-13, or a Table 2 replacement) + L_CE,global (mean
     CE-LS over f_t, f_c, f_g) + w * L_CE,part_a (pixel CE-LS, Eq. 2, images with labels only)."""
@@ -393,17 +351,9 @@ class AMDNetLoss(nn.Module):
         terms = {"id": torch.stack(ids).mean(), name: part_term}
         total = terms["id"] + part_term
         if "part_logits" in out.maps and o.part_loss_weight > 0:
-            logits = out.maps["part_logits"]
-            target = downsample_label(batch["label"], tuple(logits.shape[-2:]))
-            valid = batch.get("has_label")
-            if o.background:
-                terms["part_attention"] = pixel_cross_entropy(
-                    logits, target, o.part_loss_epsilon, valid=valid
-                )
-            else:
-                terms["part_attention"] = pixel_ce_without_background(
-                    logits, target, o.part_loss_epsilon, valid
-                )
+            terms["part_attention"] = parsing_cross_entropy(
+                out.maps["part_logits"], batch, o.part_loss_epsilon, background=o.background
+            )
             total = total + o.part_loss_weight * terms["part_attention"]
         return total, {k: v.detach() for k, v in terms.items()}
 
@@ -422,31 +372,12 @@ def label_grouping(cfg: Config) -> str | None:
     return o.grouping if o.uses_parsing else None
 
 
-def matched_embeddings(feats: dict, opts: Options) -> tuple[torch.Tensor, torch.Tensor]:
-    """Test embeddings [N, E, D] and their weights [N, E]: foreground / global always count; parts count
-    if their quality score exceeds gamma (binary) or with their score (continuous)."""
-    vecs, vis = [], []
-    for name in opts.test_embeddings:
-        if name == "parts":
-            parts = feats["parts"]
-            scores = feats.get("visibility")
-            scores = torch.ones(parts.shape[:2]) if scores is None else scores.float()
-            if opts.matching == "binary":
-                scores = (scores > opts.visibility_threshold).float()
-            vecs.append(parts)
-            vis.append(scores)
-        else:
-            vecs.append(feats[name].unsqueeze(1))
-            vis.append(torch.ones(len(feats[name]), 1))
-    return torch.cat(vecs, dim=1), torch.cat(vis, dim=1)
-
-
 def distance(qf: dict, gf: dict, cfg: Config) -> torch.Tensor:
     """Mean of L2-normalised Euclidean distances over the foreground feature and the parts visible in both
     images (binary) or weighted by sqrt(v_q v_g) (continuous); pairs sharing nothing get the largest."""
-    from occreid.evaluation import part_distance
+    from occreid.evaluation.distances import matched_part_distance
 
     o = Options(**cfg.method)
-    q, qv = matched_embeddings(qf, o)
-    g, gv = matched_embeddings(gf, o)
-    return part_distance(q, g, qv, gv, mode=o.matching, metric=cfg.eval.distance)
+    return matched_part_distance(
+        qf, gf, o.test_embeddings, o.matching, o.visibility_threshold, metric=cfg.eval.distance
+    )

@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from occreid.config import Config
-from occreid.losses import CenterLoss, cross_entropy_ls
-from occreid.losses.global_batch import global_batch_triplet
+from occreid.losses.recipes import IdTripletCenterLoss
 from occreid.methods.building import make_backbone
 from occreid.models.heads import BNNeck
 from occreid.models.output import ModelOutput
@@ -44,35 +43,22 @@ class BoT(nn.Module):
         return ModelOutput(embeddings={"global": g, "bnneck": bn}, logits={"id": logits})
 
 
-class BoTLoss(nn.Module):
+class BoTLoss(IdTripletCenterLoss):
     """CE-LS(logits) + triplet(global) + w * centre(global); centres have their own SGD (BoT)."""
 
-    own_optimizer = True
-
     def __init__(self, cfg: Config, num_classes: int, model: BoT):
-        super().__init__()
-        self.opts = Options(**cfg.method)
-        self.center = CenterLoss(num_classes, model.backbone.out_channels) if self.opts.center_weight > 0 else None
+        o = Options(**cfg.method)
+        super().__init__(
+            num_classes, model.backbone.out_channels, o.ce_epsilon, o.triplet_margin,
+            center_weight=o.center_weight, center_lr=o.center_lr,
+        )
+        self.opts = o
 
     def forward(self, out: ModelOutput, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         pids = batch["pid"]
         g = out.embeddings["global"]
-        terms = {
-            "ce": cross_entropy_ls(out.logits["id"], pids, self.opts.ce_epsilon),
-            "triplet": global_batch_triplet(g, pids, self.opts.triplet_margin),
-        }
-        total = terms["ce"] + terms["triplet"]
-        if self.center is not None:
-            terms["center"] = self.center(g, pids)
-            total = total + self.opts.center_weight * terms["center"]
-        return total, {k: v.detach() for k, v in terms.items()}
-
-    def build_optimizer(self) -> torch.optim.Optimizer | None:
-        return self.center.make_optimizer(self.opts.center_lr) if self.center is not None else None
-
-    def before_step(self) -> None:
-        if self.center is not None:
-            self.center.unscale_grad(self.opts.center_weight)
+        ce, triplet = self.id_triplet(out.logits["id"], g, pids)
+        return self.finish(ce + triplet, {"ce": ce, "triplet": triplet}, g, pids)
 
 
 def build_model(cfg: Config, num_classes: int) -> BoT:

@@ -15,8 +15,7 @@ from torch import nn
 
 from occreid.config import Config
 from occreid.errors import ConfigError
-from occreid.losses import CenterLoss, cross_entropy_ls
-from occreid.losses.global_batch import global_batch_triplet
+from occreid.losses.recipes import IdTripletCenterLoss
 from occreid.methods.building import make_backbone
 from occreid.models.heads import BNNeck
 from occreid.models.output import ModelOutput
@@ -239,19 +238,19 @@ class OCNet(nn.Module):
         return out
 
 
-class OCNetLoss(nn.Module):
+class OCNetLoss(IdTripletCenterLoss):
     """Eq. 2-3: sum over branches of lambda_k (CE-LS(logits_k) + triplet(feature_k)) + gamma * SL.
     Triplets read the features before their BNNeck (BoT); the centre loss, if on, has its own SGD."""
 
-    own_optimizer = True
-
     def __init__(self, cfg: Config, num_classes: int, model: OCNet) -> None:
-        super().__init__()
-        self.opts = Options(**cfg.method)
-        o = self.opts
+        o = Options(**cfg.method)
+        super().__init__(
+            num_classes, model.backbone.out_channels, o.ce_epsilon, o.triplet_margin,
+            center_weight=o.center_weight, center_lr=o.center_lr,
+        )
+        self.opts = o
         lambdas = (o.lambda_final, o.lambda_backbone, o.lambda_global, o.lambda_center)
         self.weights = dict(zip(BRANCHES, lambdas))
-        self.center = CenterLoss(num_classes, model.backbone.out_channels) if o.center_weight > 0 else None
 
     def forward(self, out: ModelOutput, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         o, pids = self.opts, batch["pid"]
@@ -260,23 +259,13 @@ class OCNetLoss(nn.Module):
         for name, weight in self.weights.items():
             if name not in out.logits or weight == 0:
                 continue
-            terms[f"ce_{name}"] = cross_entropy_ls(out.logits[name], pids, o.ce_epsilon)
-            terms[f"triplet_{name}"] = global_batch_triplet(out.extras[name], pids, o.triplet_margin)
-            total = total + weight * (terms[f"ce_{name}"] + terms[f"triplet_{name}"])
+            ce, triplet = self.id_triplet(out.logits[name], out.extras[name], pids)
+            terms[f"ce_{name}"], terms[f"triplet_{name}"] = ce, triplet
+            total = total + weight * (ce + triplet)
         if o.sl_gamma > 0 and "part_features" in out.extras:
             terms["sl"] = separation_loss(out.extras["global"], out.extras["part_features"])
             total = total + o.sl_gamma * terms["sl"]
-        if self.center is not None:
-            terms["center"] = self.center(out.extras["backbone"], pids)
-            total = total + o.center_weight * terms["center"]
-        return total, {k: v.detach() for k, v in terms.items()}
-
-    def build_optimizer(self) -> torch.optim.Optimizer | None:
-        return self.center.make_optimizer(self.opts.center_lr) if self.center is not None else None
-
-    def before_step(self) -> None:
-        if self.center is not None:
-            self.center.unscale_grad(self.opts.center_weight)
+        return self.finish(total, terms, out.extras["backbone"], pids)
 
 
 def build_model(cfg: Config, num_classes: int) -> OCNet:

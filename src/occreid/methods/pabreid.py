@@ -15,13 +15,20 @@ from torch import nn
 from occreid.config import Config
 from occreid.errors import ConfigError
 from occreid.labels.format import GROUPINGS
-from occreid.losses import cross_entropy_ls, downsample_label, euclidean_dist, pixel_cross_entropy
+from occreid.losses import cross_entropy_ls, euclidean_dist
 from occreid.losses.global_batch import gathered_distance_triplet, global_batch_triplet
+from occreid.losses.maps import parsing_cross_entropy
 from occreid.methods.building import make_backbone
 from occreid.models.gated_conv import GatedConv
 from occreid.models.heads import BNNeck, EmbeddingHead
 from occreid.models.output import ModelOutput
-from occreid.models.part_attention import PixelPartPredictor, foreground_map, part_maps, part_visibility
+from occreid.models.part_attention import (
+    Eq2PixelPredictor,
+    PixelPartPredictor,
+    foreground_map,
+    part_maps,
+    part_visibility,
+)
 from occreid.models.pooling import global_avg_pool, part_pool
 
 EMBEDDINGS = ("global", "foreground", "parts")
@@ -78,23 +85,6 @@ class Options:
     def num_parts(self) -> int:
         """X: the grouping's part count, or the number of stripes."""
         return len(GROUPINGS[self.grouping]) if self.part_attention == "pixel_predictor" else self.stripes
-
-
-class Eq2PixelPredictor(nn.Module):
-    """Eq. 1-2 as written: (3x3 conv, BN, ReLU) x num_layers, the last one with X + 1 output channels,
-    then the softmax. Returns (logits = the ReLU output, probs). Candidate for occreid.models.part_attention."""
-
-    def __init__(self, in_channels: int, num_parts: int, mid_channels: int, num_layers: int = 2) -> None:
-        super().__init__()
-        widths = [in_channels] + [mid_channels] * (num_layers - 1) + [num_parts + 1]
-        layers: list[nn.Module] = []
-        for a, b in zip(widths[:-1], widths[1:]):
-            layers += [nn.Conv2d(a, b, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU()]
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.body(x)
-        return logits, logits.softmax(dim=1)
 
 
 def stripe_maps(num: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
@@ -164,9 +154,10 @@ class PABReID(nn.Module):
         k1 = self.k1(fmap)
         b, k = maps.shape[:2]
         p = k1.unsqueeze(1) * maps.unsqueeze(2)  # [B, X+1, D, h, w]
-        q, a = self.gate(p.flatten(0, 1))
-        q = q.view(b, k, *q.shape[1:])
-        return masked_sum_pool(q, maps, self.opts.pool_norm), a.view(b, k, *a.shape[2:])
+        gated, a = self.gate(p.flatten(0, 1), project=False)
+        # the gate's bias-free 1x1 output conv commutes with pooling: pool first, then project the vectors
+        pooled = masked_sum_pool(gated.view(b, k, *gated.shape[1:]), maps, self.opts.pool_norm)
+        return self.gate.project(pooled), a.view(b, k, *a.shape[2:])
 
     def forward(self, images: torch.Tensor) -> ModelOutput:
         fmap = self.backbone(images)  # B
@@ -223,9 +214,7 @@ class PABReIDLoss(nn.Module):
         terms = {"id": torch.stack(ids).mean(), name: tri}
         total = terms["id"] + tri
         if "part_logits" in out.maps and o.part_loss_weight > 0:
-            logits = out.maps["part_logits"]
-            target = downsample_label(batch["label"], tuple(logits.shape[-2:]))
-            terms["part"] = pixel_cross_entropy(logits, target, o.part_loss_epsilon, valid=batch.get("has_label"))
+            terms["part"] = parsing_cross_entropy(out.maps["part_logits"], batch, o.part_loss_epsilon)
             total = total + o.part_loss_weight * terms["part"]
         return total, {k: v.detach() for k, v in terms.items()}
 
@@ -244,32 +233,13 @@ def label_grouping(cfg: Config) -> str | None:
     return o.grouping if o.part_attention == "pixel_predictor" else None
 
 
-def matched_embeddings(feats: dict, opts: Options) -> tuple[torch.Tensor, torch.Tensor]:
-    """The matched embeddings [N, E, D] and their visibility [N, E]: global / foreground always visible,
-    parts by their scores (thresholded at mu in binary matching: Eq. 5)."""
-    vecs, vis = [], []
-    for name in opts.test_embeddings:
-        if name == "parts":
-            parts = feats["parts"]
-            scores = feats.get("visibility")
-            scores = torch.ones(parts.shape[:2]) if scores is None else scores.float()
-            if opts.matching == "binary":
-                scores = (scores > opts.visibility_threshold).float()
-            vecs.append(parts)
-            vis.append(scores)
-        else:
-            vecs.append(feats[name].unsqueeze(1))
-            vis.append(torch.ones(len(feats[name]), 1))
-    return torch.cat(vecs, dim=1), torch.cat(vis, dim=1)
-
-
 def distance(qf: dict, gf: dict, cfg: Config) -> torch.Tensor:
     """Mean of the distances (eval.distance, L2-normalised features) over the test embeddings visible in
     both images (binary, Eq. 5 with mu) or weighted by sqrt(v_q v_g) (continuous). The foreground feature
     is always visible, so every pair has at least one common embedding by default."""
-    from occreid.evaluation import part_distance
+    from occreid.evaluation.distances import matched_part_distance
 
     o = Options(**cfg.method)
-    q, qv = matched_embeddings(qf, o)
-    g, gv = matched_embeddings(gf, o)
-    return part_distance(q, g, qv, gv, mode=o.matching, metric=cfg.eval.distance)
+    return matched_part_distance(
+        qf, gf, o.test_embeddings, o.matching, o.visibility_threshold, metric=cfg.eval.distance
+    )

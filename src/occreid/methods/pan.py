@@ -19,7 +19,7 @@ from occreid.errors import ConfigError
 from occreid.losses import cross_entropy_ls
 from occreid.losses.global_batch import global_batch_triplet
 from occreid.methods.building import make_backbone
-from occreid.models.heads import CLASSIFIER_INIT_STD, Classifier, EmbeddingHead
+from occreid.models.heads import Classifier, EmbeddingHead, PartwiseLinear
 from occreid.models.output import ModelOutput
 from occreid.models.pooling import PartNorm, global_avg_pool, global_max_pool, part_pool
 
@@ -106,31 +106,6 @@ def activate_masks(masks: torch.Tensor, activation: MaskActivation) -> torch.Ten
         b, p, h, w = masks.shape
         return masks.reshape(b, p, h * w).softmax(dim=2).reshape(b, p, h, w)
     raise ConfigError(f"method.mask_activation: unknown {activation!r}")
-
-
-class PartwiseLinear(nn.Module):
-    """P independent linear maps applied to [B, P, C] -> [B, P, D] in one einsum (Table 2's
-    not-shared FCs, and per-part classifiers); optional BatchNorm per part channel."""
-
-    def __init__(self, parts: int, in_dim: int, out_dim: int, bn: bool = True, classifier: bool = False):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(parts, out_dim, in_dim))
-        if classifier:
-            nn.init.normal_(self.weight, std=CLASSIFIER_INIT_STD)
-        else:
-            for w in self.weight.data:  # same init as EmbeddingHead, per part
-                nn.init.kaiming_normal_(w, a=0.0, mode="fan_out")
-        self.bias = None if (bn or classifier) else nn.Parameter(torch.zeros(parts, out_dim))
-        self.bn = nn.BatchNorm1d(parts * out_dim) if bn else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.einsum("bpc,pdc->bpd", x, self.weight)
-        if self.bias is not None:
-            y = y + self.bias
-        if self.bn is not None:
-            b, p, d = y.shape
-            y = self.bn(y.reshape(b, p * d)).reshape(b, p, d)
-        return y
 
 
 class PAN(nn.Module):

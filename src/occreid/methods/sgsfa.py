@@ -22,6 +22,7 @@ from occreid.losses.global_batch import global_batch_triplet
 from occreid.methods.building import make_backbone
 from occreid.models.heads import Classifier, EmbeddingHead
 from occreid.models.output import ModelOutput
+from occreid.models.part_attention import PartAttention, WholeBodyAttention
 from occreid.models.pooling import part_pool
 
 GROUPING = "sgsfa4"
@@ -75,57 +76,6 @@ class Options:
     @property
     def region_threshold(self) -> float:
         return self.tau if self.region_tau is None else self.region_tau
-
-
-class WholeBodyAttention(nn.Module):
-    """Fig. 3: spatial attention 1x1(C -> C/r), BN, ReLU, 1x1(C/r -> 1) and channel attention GAP, FC(C -> C/r),
-    ReLU, FC(C/r -> C), sigmoid, both read from x (decision: in parallel); out = x * sigmoid(s) * c.
-
-    Returns (out, spatial logits [B, 1, h, w]); the sigmoid of the logits is M'_s of Eq. 8."""
-
-    def __init__(self, channels: int, reduction: int = 8) -> None:
-        super().__init__()
-        hidden = max(1, channels // reduction)
-        self.spatial = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1, bias=False),
-            nn.BatchNorm2d(hidden),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, 1, 1),
-        )
-        self.channel = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.spatial(x)
-        channel = torch.sigmoid(self.channel(x.mean(dim=(2, 3))))
-        return x * torch.sigmoid(logits) * channel[:, :, None, None], logits
-
-
-class PartAttention(nn.Module):
-    """Fig. 4: a shared first conv (1x1 C -> C/r, BN, ReLU), one 1x1 conv per part to its mask logit, then
-    per part: mask * stage-4 map -> 1x1 conv to `dim` + BN + ReLU -> global average pooling.
-
-    The K convolutions run as one conv to K * dim channels multiplied by the masks afterwards: a bias-free
-    1x1 conv commutes with a per-pixel scalar, so W(m * x) = m * (W x) exactly.
-    Returns (vectors [B, K, dim], mask logits [B, K, h, w])."""
-
-    def __init__(self, channels: int, num_parts: int, dim: int = 256, reduction: int = 2) -> None:
-        super().__init__()
-        hidden = max(1, channels // reduction)
-        self.num_parts, self.dim = num_parts, dim
-        self.shared = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)
-        )
-        self.masks = nn.Conv2d(hidden, num_parts, 1)
-        self.embed = nn.Conv2d(channels, num_parts * dim, 1, bias=False)
-        nn.init.kaiming_normal_(self.embed.weight, mode="fan_out", nonlinearity="relu")
-        self.bn = nn.BatchNorm2d(num_parts * dim)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b, _, h, w = x.shape
-        logits = self.masks(self.shared(x))
-        y = self.embed(x).view(b, self.num_parts, self.dim, h, w) * torch.sigmoid(logits).unsqueeze(2)
-        y = F.relu(self.bn(y.view(b, self.num_parts * self.dim, h, w)))
-        return y.mean(dim=(2, 3)).view(b, self.num_parts, self.dim), logits
 
 
 def split_backbone(backbone: nn.Module) -> tuple[Callable, Callable]:

@@ -1,5 +1,5 @@
-"""Classifier and embedding heads shared by the methods: BoT's BNNeck, a BN + FC classifier, and a
-projection head (Linear / 1x1 conv + BN + optional ReLU)."""
+"""Classifier and embedding heads shared by the methods: BoT's BNNeck, a BN + FC classifier, a
+projection head (Linear / 1x1 conv + BN + optional ReLU) and per-part linear maps / classifiers."""
 
 from __future__ import annotations
 
@@ -97,3 +97,48 @@ class EmbeddingHead(nn.Module):
         else:
             raise ValueError(f"EmbeddingHead expects [B,C], [B,P,C] or [B,C,h,w], got shape {tuple(x.shape)}")
         return F.relu(y) if self.relu else y
+
+
+class PartwiseLinear(nn.Module):
+    """P independent linear maps applied to [B, P, C] -> [B, P, D] in one einsum (PAN Table 2's
+    not-shared FCs, per-part classifiers); optional BatchNorm per part channel after the map.
+
+    `classifier`: classifier initialisation (std CLASSIFIER_INIT_STD) and no bias; otherwise
+    EmbeddingHead's initialisation per part, with a bias only when there is no BatchNorm.
+    """
+
+    def __init__(self, parts: int, in_dim: int, out_dim: int, bn: bool = True, classifier: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(parts, out_dim, in_dim))
+        if classifier:
+            nn.init.normal_(self.weight, std=CLASSIFIER_INIT_STD)
+        else:
+            for w in self.weight.data:
+                nn.init.kaiming_normal_(w, a=0.0, mode="fan_out")
+        self.bias = None if (bn or classifier) else nn.Parameter(torch.zeros(parts, out_dim))
+        self.bn = nn.BatchNorm1d(parts * out_dim) if bn else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.einsum("bpc,pdc->bpd", x, self.weight)
+        if self.bias is not None:
+            y = y + self.bias
+        if self.bn is not None:
+            b, p, d = y.shape
+            y = self.bn(y.reshape(b, p * d)).reshape(b, p, d)
+        return y
+
+
+class PartClassifiers(nn.Module):
+    """K independent BN + bias-free FC identity classifiers at once: [B, K, D] -> [B, K, classes].
+
+    The BN normalises each of the K * D part channels (AMD-Net Table 2 "r/w ID loss").
+    """
+
+    def __init__(self, parts: int, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(parts * dim)
+        self.fc = PartwiseLinear(parts, dim, num_classes, bn=False, classifier=True)
+
+    def forward(self, parts: torch.Tensor) -> torch.Tensor:
+        b, k, d = parts.shape
+        return self.fc(self.bn(parts.reshape(b, k * d)).view(b, k, d))
