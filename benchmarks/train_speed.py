@@ -76,15 +76,17 @@ def main() -> None:
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--compile", action="store_true")
     args = ap.parse_args()
-    rows = [measure(b, args) for b in args.backbones.split(",")]
-    ref = rows[0]["img_per_s"]
+    names = args.backbones.split(",")
     print(f"device={args.device} amp={args.amp} channels_last={args.channels_last} compile={args.compile} "
           f"threads={torch.get_num_threads()} batch=64")
-    print(f"| backbone | input | params (M) | img/s | vs {rows[0]['backbone']} |")
-    print("|---|---|---|---|---|")
-    for r in rows:
+    print(f"| backbone | input | params (M) | img/s | vs {names[0]} |")
+    print("|---|---|---|---|---|", flush=True)
+    ref = None
+    for name in names:  # one row at a time, so a long run shows its progress
+        r = measure(name, args)
+        ref = ref or r["img_per_s"]
         print(f"| {r['backbone']} | {r['input']} | {r['params_M']:.1f} | {r['img_per_s']:.1f} | "
-              f"{r['img_per_s'] / ref:.2f} |")
+              f"{r['img_per_s'] / ref:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def register(sub) -> None:
         epilog=examples("occreid demo", "occreid demo --out runs/demo --iters 150 --seeds 3"),
     )
     p.add_argument("--out", default="runs/demo", help="folder for data, runs and the report")
-    p.add_argument("--iters", type=int, default=450, help="training iterations per method and seed")
+    p.add_argument("--iters", type=int, default=250, help="training iterations per method and seed")
     p.add_argument("--seeds", type=int, default=1, help="training seeds per method (the data stays fixed)")
     p.add_argument("--methods", default=",".join(DEMO_METHODS), help="comma-separated method keys")
     p.set_defaults(handler=run_demo)
