@@ -11,7 +11,9 @@ import pytest
 import torch
 
 import occreid.api as reid
+from occreid.config import load_config
 from occreid.errors import ConfigError
+from occreid.inference.identity import model_identity
 from occreid.methods import METHODS, get_method
 from tests.test_api import write_checkpoint
 
@@ -38,14 +40,6 @@ def real_images(tiny_market: Path) -> list[str]:
     return paths
 
 
-#: Graphs the legacy exporter cannot trace yet, and the change they need in the method's own module.
-PENDING = {
-    "amdnet": "rfft2 / irfft2 give complex tensors: needs a real DFT-matrix path in methods/amdnet.py",
-    "sgsfa": "adaptive_avg_pool2d to a traced (h, w): needs constant sizes / fixed-shape masks in "
-    "methods/sgsfa.py",
-}
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """method -> (ReidModel, ONNX path), exported once per module."""
@@ -65,12 +59,7 @@ def exported(tmp_path_factory):
 def test_parity_per_method_on_random_and_real_images(method, tiny_market, exported):
     if not available(method):
         pytest.skip(f"method {method} is not implemented in this checkout")
-    try:
-        model, path = exported(method)
-    except ConfigError as e:
-        if method in PENDING:
-            pytest.xfail(f"{PENDING[method]} ({e})")
-        raise
+    model, path = exported(method)
     onnx.checker.check_model(onnx.load(str(path)))
     runner = OnnxReidModel(path)
     h, w = model.input_size
@@ -86,6 +75,33 @@ def test_parity_per_method_on_random_and_real_images(method, tiny_market, export
     assert meta["outputs"] == runner.names and f"methods.{method}.distance" in meta["distance"]
     if "visibility" in runner.names:
         assert meta["visibility_threshold"] == model.visibility_threshold
+
+
+def fresh_model(method: str, height: int, width: int, **options) -> reid.ReidModel:
+    """An untrained resnet18 model at the given input size (no checkpoint: the graph is what is tested)."""
+    overrides = [f"model.name={method}", "model.backbone=resnet18", f"data.height={height}", f"data.width={width}"]
+    cfg = load_config(None, overrides + [f"method.{k}={v}" for k, v in options.items()])
+    torch.manual_seed(0)
+    net = get_method(method).build_model(cfg, 4).eval()
+    return reid.ReidModel(net, cfg, identity=model_identity(cfg, None, ""), flip=False)
+
+
+@pytest.mark.parametrize("height", [256, 384])
+def test_pcb_six_stripes_at_uneven_and_even_map_heights(height, tmp_path):
+    """256 x 128 gives a 16-row map (6 stripes share rows), 384 x 128 a 24-row map (4 rows each)."""
+    model = fresh_model("pcb", height, 128, stripes=6)
+    runner = OnnxReidModel(export_onnx(model, tmp_path / "pcb.onnx"))
+    ops = {node.op_type for node in onnx.load(str(runner.path)).graph.node}
+    assert not ops & {"AveragePool", "GlobalAveragePool"}  # stripes are a constant averaging matrix
+    report = parity(model, runner, torch.randn(2, 3, height, 128))
+    assert report.ok, report
+    assert runner.run(torch.zeros(1, 3, height, 128))["parts"].shape == (1, 6, 256)
+
+
+def test_amdnet_torch_fft_path_is_refused_with_the_option_to_use(tmp_path):
+    model = fresh_model("amdnet", 64, 32, sim_dft="fft", sim_channels=4, tff_channels=16)
+    with pytest.raises(ConfigError, match=r"amdnet.*fft.*method\.sim_dft=matmul"):
+        export_onnx(model, tmp_path / "a.onnx")
 
 
 def test_dynamic_batch_static_batch_and_size_errors(tmp_path, exported):

@@ -284,6 +284,145 @@ def test_eq4_sim_blend_with_alpha_zero_and_one():
             assert torch.allclose(sim(g), expected, atol=1e-4)
 
 
+def dft_loop(x: torch.Tensor) -> torch.Tensor:
+    """rfft2 of one real map [h, w] by the explicit double sum, complex128 [h, w // 2 + 1]."""
+    h, w = x.shape
+    return torch.tensor(
+        [
+            [
+                sum(
+                    float(x[m, n]) * cmath.exp(-2j * math.pi * (u * m / h + v * n / w))
+                    for m in range(h)
+                    for n in range(w)
+                )
+                for v in range(w // 2 + 1)
+            ]
+            for u in range(h)
+        ],
+        dtype=torch.complex128,
+    )
+
+
+def idft_loop(y: torch.Tensor, w: int) -> torch.Tensor:
+    """irfft2 of a half spectrum [h, nv] by (1 / hw) sum_uv w_v Re(Y_uv e^{2 pi i (um/h + vn/w)})."""
+    h, nv = y.shape
+    weights = [1.0 if v == 0 or 2 * v == w else 2.0 for v in range(nv)]
+    return torch.tensor(
+        [
+            [
+                sum(
+                    weights[v] * (complex(y[u, v]) * cmath.exp(2j * math.pi * (u * m / h + v * n / w))).real
+                    for u in range(h)
+                    for v in range(nv)
+                )
+                / (h * w)
+                for n in range(w)
+            ]
+            for m in range(h)
+        ],
+        dtype=torch.float64,
+    )
+
+
+def test_real_dft_hand_worked():
+    """[[1, 2], [3, 4]]: X_uv = sum x_mn (-1)^(um + vn) = [[10, -2], [-4, 0]], all real. [0, 1, 0] (w = 3):
+    X_v = e^{-2 pi i v / 3} = (1, -1/2 - i sqrt(3)/2). Inverse of (1, i) at w = 3: (1 - 2 sin(2 pi n / 3)) / 3;
+    of (3 + 5i, -3 + 7i) at w = 2: (0, 3), the imaginary parts of the self-conjugate columns ignored."""
+    re, im = amdnet.rfft2_real(torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]]))
+    assert torch.allclose(re[0, 0], torch.tensor([[10.0, -2.0], [-4.0, 0.0]])) and not im.any()
+    re, im = amdnet.rfft2_real(torch.tensor([[[[0.0, 1.0, 0.0]]]]))
+    assert torch.allclose(re.flatten(), torch.tensor([1.0, -0.5]), atol=1e-7)
+    assert torch.allclose(im.flatten(), torch.tensor([0.0, -math.sqrt(3) / 2]), atol=1e-7)
+    s3 = math.sqrt(3) / 2
+    got = amdnet.irfft2_real(torch.tensor([[[[1.0, 0.0]]]]), torch.tensor([[[[0.0, 1.0]]]]), 3)
+    assert torch.allclose(got.flatten(), torch.tensor([1 / 3, (1 - 2 * s3) / 3, (1 + 2 * s3) / 3]), atol=1e-6)
+    got = amdnet.irfft2_real(torch.tensor([[[[3.0, -3.0]]]]), torch.tensor([[[[5.0, 7.0]]]]), 2)
+    assert torch.allclose(got.flatten(), torch.tensor([0.0, 3.0]), atol=1e-6)
+
+
+@pytest.mark.parametrize("h,w", [(3, 4), (4, 5), (1, 3), (2, 1)])
+def test_real_dft_matches_explicit_sums(h, w):
+    torch.manual_seed(h * 10 + w)
+    x = torch.randn(2, 3, h, w)
+    re, im = amdnet.rfft2_real(x)
+    y = torch.randn(2, 3, h, w // 2 + 1, dtype=torch.complex64)  # not Hermitian on purpose
+    back = amdnet.irfft2_real(y.real, y.imag, w)
+    for b in range(2):
+        for c in range(3):
+            expected = dft_loop(x[b, c])
+            assert torch.allclose(re[b, c].double(), expected.real, atol=1e-5)
+            assert torch.allclose(im[b, c].double(), expected.imag, atol=1e-5)
+            assert torch.allclose(back[b, c].double(), idft_loop(y[b, c], w), atol=1e-5)
+
+
+@pytest.mark.parametrize("h,w", [(16, 8), (8, 4), (24, 8), (7, 5)])
+def test_real_dft_agrees_with_torch_fft_within_1e_5(h, w):
+    torch.manual_seed(h + w)
+    x = torch.randn(4, 8, h, w) / math.sqrt(h * w)  # unit-scale spectrum
+    re, im = amdnet.rfft2_real(x)
+    spectrum = torch.fft.rfft2(x)
+    assert (re - spectrum.real).abs().max() <= 1e-5 and (im - spectrum.imag).abs().max() <= 1e-5
+    y = torch.randn(4, 8, h, w // 2 + 1, dtype=torch.complex64)
+    assert (amdnet.irfft2_real(y.real, y.imag, w) - torch.fft.irfft2(y, s=(h, w))).abs().max() <= 1e-5
+
+
+def test_sim_fft_and_matmul_paths_agree_forward_and_backward():
+    torch.manual_seed(5)
+    sims = {}
+    for dft in ("matmul", "fft"):
+        torch.manual_seed(5)
+        sims[dft] = amdnet.SpatialFrequencyInteraction(8, width=4, alpha=0.35, dft=dft)
+    g0 = torch.randn(3, 8, 16, 8)
+    outs, grads = {}, {}
+    for dft, sim in sims.items():
+        g = g0.clone().requires_grad_()
+        outs[dft] = sim(g)
+        outs[dft].square().sum().backward()
+        grads[dft] = g.grad
+    assert (outs["matmul"] - outs["fft"]).abs().max() <= 1e-5
+    assert torch.allclose(grads["matmul"], grads["fft"], atol=1e-4, rtol=1e-4)
+    small = torch.randn(1, 3, 3, 4)
+    sim = amdnet.SpatialFrequencyInteraction(3, width=2, alpha=0.35, dft="fft")
+    with torch.no_grad():
+        assert torch.allclose(sim(small), sim_explicit(small, sim, 0.35), atol=1e-4)
+
+
+def test_sim_phase_of_negative_self_conjugate_bins_is_plus_pi_and_zero_maps_have_finite_gradients():
+    # rows 0 and h/2 x columns 0 and w/2 (w = 4): their phase is 0 or +pi whatever the sign of the zero
+    real = -torch.ones(1, 1, 4, 3)
+    imag = torch.full((1, 1, 4, 3), -0.0)
+    imag[0, 0, 2, 0], imag[0, 0, 0, 2], imag[0, 0, 1, 1] = 1e-6, -1e-6, 0.5  # round-off; an ordinary bin
+    phase = amdnet.spectrum_phase(real, imag, 4)
+    for u in range(4):
+        for v in range(3):
+            if u in (0, 2) and v in (0, 2):
+                expected = math.pi
+            else:
+                expected = math.atan2(float(imag[0, 0, u, v]), -1.0 + amdnet.PHASE_EPS)
+            assert phase[0, 0, u, v].item() == pytest.approx(expected, abs=1e-6), (u, v)
+    assert phase[0, 0, 1, 1].item() == pytest.approx(math.pi - math.atan(0.5), abs=1e-6)
+    assert amdnet.spectrum_phase(-real, imag, 4)[0, 0, 2, 0].item() == 0.0
+    sim = amdnet.SpatialFrequencyInteraction(3, width=2)
+    with torch.no_grad():
+        sim.project.bias.zero_()
+    sim(torch.zeros(2, 3, 4, 4)).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in sim.parameters())
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
+def test_sim_matmul_path_traces_without_complex_ops_and_bad_dft_is_refused():
+    sim = amdnet.SpatialFrequencyInteraction(3, width=2).eval()
+    g = torch.randn(2, 3, 4, 3)
+    traced = torch.jit.trace(sim, g)
+    kinds = {node.kind() for node in traced.inlined_graph.nodes()}
+    assert not any("fft" in k or "complex" in k or "polar" in k for k in kinds)
+    g2 = torch.randn(5, 3, 4, 3)  # another batch size through the same trace
+    with torch.no_grad():
+        assert torch.allclose(traced(g2), sim(g2), atol=1e-6)
+    with pytest.raises(ConfigError, match="sim_dft"):
+        make_cfg(sim_dft="dct")
+
+
 # ---- Eq. 8-11: Taylor-inspired Feature Filter ------------------------------------------------------
 
 

@@ -210,6 +210,51 @@ def test_head_top_is_the_first_row_strictly_above_the_threshold():
     assert rows.tolist()[:2] == [2, 3] and found.tolist() == [True, True, False]
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
+def test_head_top_for_every_hit_pattern_and_through_a_fixed_shape_trace():
+    """All 2^5 row patterns of a 5-row mask: the first hit row by a loop (0 and not found when none);
+    a trace made on one batch gives the same on another batch with other hits (no data-dependent shapes)."""
+    patterns = list(itertools.product([0, 1], repeat=5))
+    mask = torch.zeros(len(patterns), 5, 3)
+    for i, rows in enumerate(patterns):
+        for r, on in enumerate(rows):
+            if on:
+                mask[i, r, (i + r) % 3] = 0.8  # one column above the threshold, the others at zero
+    expected = [next((r for r, on in enumerate(rows) if on), 0) for rows in patterns]
+    top, found = sgsfa.head_top(mask, 0.5)
+    assert top.tolist() == expected and found.tolist() == [any(rows) for rows in patterns]
+    traced = torch.jit.trace(lambda m: sgsfa.head_top(m, 0.5), mask[:2])
+    top, found = traced(mask)
+    assert top.tolist() == expected and found.tolist() == [any(rows) for rows in patterns]
+
+
+def test_band_visibility_reads_adaptive_windows_when_the_maps_do_not_divide():
+    """72 x 32 input: the whole-body mask is 18 x 8, the stage-4 map 5 x 2, so map cell (i, j) averages mask
+    rows floor(18 i / 5) .. ceil(18 (i + 1) / 5) - 1 and columns 4 j .. 4 j + 3 (adaptive pooling's windows)."""
+    torch.manual_seed(0)
+    model = sgsfa.build_model(make_cfg(height=72), 4)
+    out = eval_forward(model, torch.randn(2, 3, 72, 32))
+    body = out.maps["whole_body"]
+    assert body.shape == (2, 1, 18, 8) and out.maps["parts"].shape[-2:] == (5, 2)
+    for b in range(2):
+        pooled = [
+            [
+                sum(
+                    body[b, 0, r, c].item()
+                    for r in range(math.floor(18 * i / 5), math.ceil(18 * (i + 1) / 5))
+                    for c in range(4 * j, 4 * j + 4)
+                )
+                / (4 * (math.ceil(18 * (i + 1) / 5) - math.floor(18 * i / 5)))
+                for j in range(2)
+            ]
+            for i in range(5)
+        ]
+        s, b1, b2, end = out.extras["band_bounds"][b].tolist()
+        for k, (lo, hi) in enumerate(((s, b1), (b1, b2), (b2, end))):
+            cells = [pooled[r][c] for r in range(lo, hi) for c in range(2)]
+            assert out.visibility[b, 4 + k].item() == pytest.approx(sum(cells) / len(cells), abs=1e-6)
+
+
 def test_sfa_regions_pool_the_rows_of_their_bands():
     model = small_model()
     x = torch.randn(2, 3, 64, 32)

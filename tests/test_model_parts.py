@@ -15,7 +15,16 @@ from occreid.models.complexity import count_macs, count_parameters, profile_macs
 from occreid.models.gated_conv import GatedConv
 from occreid.models.heads import BNNeck, Classifier, EmbeddingHead, PartClassifiers, PartwiseLinear
 from occreid.models.part_attention import Eq2PixelPredictor, PixelPartPredictor, foreground_map, part_visibility
-from occreid.models.pooling import GeM, gem_pool, global_avg_pool, global_max_pool, part_pool, stripe_pool
+from occreid.models.pooling import (
+    GeM,
+    adaptive_average_matrix,
+    adaptive_avg_pool2d_fixed,
+    gem_pool,
+    global_avg_pool,
+    global_max_pool,
+    part_pool,
+    stripe_pool,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -106,6 +115,54 @@ def test_stripe_pool_uneven_height_uses_adaptive_rule() -> None:
             assert got[0, i, c].item() == pytest.approx(rows.mean().item(), abs=1e-6)
     with pytest.raises(ValueError):
         stripe_pool(x, 6)
+
+
+def test_stripe_pool_matches_adaptive_pooling_for_every_height_and_count() -> None:
+    """Same stripes as torch's adaptive pooling (the previous implementation), PCB's 16 / 24 rows included."""
+    for h in (1, 5, 7, 16, 24):
+        x = torch.randn(2, 3, h, 4)
+        for n in range(1, min(h, 8) + 1):
+            expected = torch.nn.functional.adaptive_avg_pool2d(x, (n, 1))[:, :, :, 0].transpose(1, 2)
+            assert torch.allclose(stripe_pool(x, n), expected, atol=1e-6), (h, n)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
+def test_stripe_pool_traces_to_a_graph_without_adaptive_pooling() -> None:
+    """The exporter cannot lower adaptive pooling with uneven windows: the graph must hold a matrix product."""
+    graph = torch.jit.trace(lambda x: stripe_pool(x, 6), torch.randn(1, 2, 16, 3)).graph
+    kinds = {node.kind() for node in graph.nodes()}
+    assert not any("adaptive" in k for k in kinds) and "aten::matmul" in kinds
+    x = torch.randn(2, 2, 16, 3)
+    rows = [(math.floor(i * 16 / 6), math.ceil((i + 1) * 16 / 6)) for i in range(6)]
+    expected = torch.stack([x[:, :, a:b].mean(dim=(2, 3)) for a, b in rows], dim=1)
+    assert torch.allclose(torch.jit.trace(lambda t: stripe_pool(t, 6), x)(x), expected, atol=1e-6)
+
+
+def test_adaptive_average_matrix_hand_worked() -> None:
+    # 5 inputs -> 3 outputs: windows [0, 2), [1, 4), [3, 5) (floor(i 5 / 3) .. ceil((i + 1) 5 / 3))
+    expected = torch.tensor(
+        [[1 / 2, 1 / 2, 0, 0, 0], [0, 1 / 3, 1 / 3, 1 / 3, 0], [0, 0, 0, 1 / 2, 1 / 2]], dtype=torch.float64
+    )
+    assert torch.allclose(adaptive_average_matrix(5, 3), expected)
+    assert torch.equal(adaptive_average_matrix(4, 4), torch.eye(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="size_out"):
+        adaptive_average_matrix(3, 4)
+
+
+@pytest.mark.parametrize("size_in,size_out", [((16, 8), (4, 2)), ((18, 8), (5, 2)), ((7, 5), (3, 4))])
+def test_adaptive_avg_pool2d_fixed_matches_window_means(size_in, size_out) -> None:
+    (hi, wi), (ho, wo) = size_in, size_out
+    x = torch.randn(2, 3, hi, wi)
+    got = adaptive_avg_pool2d_fixed(x, size_out)
+    assert got.shape == (2, 3, ho, wo)
+    for i in range(ho):
+        r0, r1 = math.floor(i * hi / ho), math.ceil((i + 1) * hi / ho)
+        for j in range(wo):
+            c0, c1 = math.floor(j * wi / wo), math.ceil((j + 1) * wi / wo)
+            for b in range(2):
+                for c in range(3):
+                    cells = [x[b, c, r, q].item() for r in range(r0, r1) for q in range(c0, c1)]
+                    assert got[b, c, i, j].item() == pytest.approx(sum(cells) / len(cells), abs=1e-6)
 
 
 def test_global_pools_and_gem() -> None:

@@ -25,6 +25,8 @@ from occreid.errors import ConfigError
 
 INPUT_NAME = "image"
 PARITY_TOLERANCE = 1e-4
+#: operator name fragment -> the setting that exports instead (same weights, same features)
+EXPORT_HINTS = {"fft": "AMD-Net's SIM exports with method.sim_dft=matmul (the default; same weights)"}
 
 
 def require_onnx() -> tuple[Any, Any]:
@@ -90,8 +92,9 @@ def export_onnx(reid: ReidModel, out: str | Path, opset: int = 17, dynamic_batch
             )
     except torch.onnx.OnnxExporterError as e:
         first = str(e).strip().splitlines()[0][:300]
+        hints = "".join(f"; {hint}" for op, hint in EXPORT_HINTS.items() if op in first)
         raise ConfigError(f"method {reid.method}: its inference graph cannot be exported to ONNX opset "
-                          f"{opset} ({type(e).__name__}: {first})") from e
+                          f"{opset} ({type(e).__name__}: {first}){hints}") from e
     finally:
         reid.model.to(reid.device).eval()
     proto = onnx.load(str(out))
@@ -106,12 +109,16 @@ def export_onnx(reid: ReidModel, out: str | Path, opset: int = 17, dynamic_batch
 class OnnxReidModel:
     """An exported model run with ONNX Runtime (CPU): `run(x)` -> name -> array, as `embed_tensor`."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        """`threads`: ONNX Runtime's intra-op threads (default: its own choice, one per physical core)."""
         _, ort = require_onnx()
         self.path = Path(path)
         if not self.path.is_file():
             raise ConfigError(f"{self.path}: ONNX file not found")
-        self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata = {k.removeprefix("occreid."): json.loads(v) for k, v in props.items()
                          if k.startswith("occreid.")}

@@ -6,10 +6,12 @@ and the parts visible in both images are matched (SPEC 1 and 3)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -32,6 +34,8 @@ GLOBAL_EMBEDDINGS = ("foreground", "concat", "global")  # F_global = {f_t, f_c, 
 TEST_EMBEDDINGS = ("foreground", "global", "parts")
 POOL_EPS = 1e-6
 PHASE_EPS = 1e-8  # keeps the phase's gradient finite at an exactly-zero frequency bin
+AMPLITUDE_FLOOR = 1e-30  # on |X|^2 (float32 keeps it): sqrt stays differentiable at a zero bin
+SIM_DFTS = ("matmul", "fft")
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Options:
     sim_channels: int = 64  # the bottleneck the FFT runs in (the authors' code: 64)
     sim_alpha: float = 0.35  # alpha of Eq. 4, blending at the backbone's full width
     sim_amplitude: Literal["image_mean", "one"] = "image_mean"  # the constant replacing the amplitude
+    sim_dft: Literal["matmul", "fft"] = "matmul"  # SIM transforms: real DFT matrices (exportable) or fft
     # TFF (Eq. 8-11). Table 2 "w/o TFF": tff_blocks = 0 with tff_channels = null (F = G).
     tff_blocks: int = 3
     tff_channels: int | None = 256  # decision: 1x1 conv + BN + ReLU reduction before TFF; null = full width
@@ -84,6 +89,8 @@ class Options:
             )
         if not 0.0 <= self.sim_alpha <= 1.0:
             raise ConfigError(f"method.sim_alpha must be in [0, 1], got {self.sim_alpha}")
+        if self.sim_dft not in SIM_DFTS:
+            raise ConfigError(f"method.sim_dft: unknown {self.sim_dft!r}; choose one of {list(SIM_DFTS)}")
         if (
             self.tff_blocks < 0
             or self.sim_channels < 1
@@ -105,21 +112,70 @@ class Options:
         return self.part_attention == "parsing"
 
 
-def half_spectrum_phase(spectrum: torch.Tensor, width: int) -> torch.Tensor:
-    """Phase [B, c, h, w // 2 + 1] of an `rfft2` spectrum of a real map of width `width`.
+def spectrum_phase(real: torch.Tensor, imag: torch.Tensor, width: int) -> torch.Tensor:
+    """Phase [B, c, h, w // 2 + 1] of a half spectrum (`rfft2` of a real map of width `width`) given as
+    real and imaginary parts.
 
     The self-conjugate bins (rows 0 and h/2, columns 0 and w/2) are real for a real input; their
     imaginary round-off (or a signed zero) would flip a negative bin's phase between +pi and -pi, which
-    the phase MLP does not treat alike, so it is set to +0 (phase exactly 0 or +pi).
+    the phase MLP does not treat alike, so their phase is set to exactly 0 or +pi by the sign of the real
+    part (written out rather than left to atan2's signed zero, which ONNX's Atan-based atan2 resolves to -pi).
     """
-    h, nv = spectrum.shape[-2:]
-    rows = torch.arange(h, device=spectrum.device)
-    cols = torch.arange(nv, device=spectrum.device)
-    real_rows = (rows == 0) | (2 * rows == h)
-    real_cols = (cols == 0) | (2 * cols == width)
-    self_conjugate = real_rows.unsqueeze(1) & real_cols.unsqueeze(0)
-    imag = torch.where(self_conjugate, torch.zeros_like(spectrum.imag), spectrum.imag)
-    return torch.atan2(imag, spectrum.real + PHASE_EPS)
+    h, nv, width = int(real.shape[-2]), int(real.shape[-1]), int(width)
+    rows, cols = np.arange(h), np.arange(nv)
+    self_conjugate = ((rows == 0) | (2 * rows == h))[:, None] & ((cols == 0) | (2 * cols == width))[None, :]
+    shifted = real + PHASE_EPS
+    real_phase = torch.where(shifted < 0, torch.full_like(shifted, math.pi), torch.zeros_like(shifted))
+    mask = torch.from_numpy(self_conjugate).to(real.device)
+    return torch.where(mask, real_phase, torch.atan2(imag, shifted))
+
+
+def dft_cos_sin(n: int, bins: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [n, bins] (float32) of 2 pi j k / n for position j and frequency k.
+
+    The angle comes from the integer residue j k mod n and the sines at residues 0 and n / 2 are exact
+    zeros, so the real bins stay real. Built from Python ints: a constant in a traced / exported graph."""
+    residue = np.outer(np.arange(n), np.arange(bins)) % n
+    angle = 2.0 * np.pi * residue / n
+    sin = np.where((2 * residue) % n == 0, 0.0, np.sin(angle))
+    cos, sin = (torch.from_numpy(a).to(device=device, dtype=torch.float32) for a in (np.cos(angle), sin))
+    return cos, sin
+
+
+def height_dft(h: int, inverse: bool, device: torch.device) -> torch.Tensor:
+    """[2h, 2h] real matrix of the complex DFT over the height acting on rows laid out as [re | im]:
+    [re | im] @ M = [re' | im'] with e^{-2 pi i u m / h} (forward) or e^{+2 pi i u m / h} (inverse)."""
+    cos, sin = dft_cos_sin(h, h, device)  # both symmetric
+    sin = sin if inverse else -sin
+    return torch.cat([torch.cat([cos, sin], 1), torch.cat([-sin, cos], 1)], 0)
+
+
+def rfft2_real(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`torch.fft.rfft2` of a real map [B, c, h, w] as (real, imag) [B, c, h, w // 2 + 1] by DFT matrices,
+    X_uv = sum_mn x_mn e^{-2 pi i (u m / h + v n / w)}: the w // 2 + 1 bins of the width, then all h bins
+    of the height, each one matrix product over the flattened batch."""
+    c, h, w = (int(n) for n in x.shape[1:])  # the batch stays symbolic (-1) in an exported graph
+    nv = w // 2 + 1
+    cos_w, sin_w = dft_cos_sin(w, nv, x.device)
+    t = x @ torch.cat([cos_w, -sin_w], 1)  # [B, c, h, re | im]
+    t = t.reshape(-1, c, h, 2, nv).permute(0, 1, 4, 3, 2).reshape(-1, c, nv, 2 * h)
+    y = (t @ height_dft(h, False, x.device)).reshape(-1, c, nv, 2, h)
+    return y[:, :, :, 0].transpose(2, 3), y[:, :, :, 1].transpose(2, 3)
+
+
+def irfft2_real(real: torch.Tensor, imag: torch.Tensor, width: int) -> torch.Tensor:
+    """`torch.fft.irfft2(real + i imag, s=(h, width))` [B, c, h, width] of a half spectrum [B, c, h, nv]:
+    a full inverse DFT over the height to Z, then x_mn = (1 / hw) sum_v w_v Re(Z_mv e^{2 pi i v n / w}),
+    w_v = 1 on the self-conjugate columns (whose imaginary part, as in `irfft2`, is ignored), else 2."""
+    c, h, nv = (int(n) for n in real.shape[1:])
+    cos_w, sin_w = dft_cos_sin(width, nv, real.device)
+    v = np.arange(nv)
+    weight = np.where((v == 0) | (2 * v == width), 1.0, 2.0) / (h * width)
+    scale = torch.from_numpy(weight).to(device=real.device, dtype=torch.float32).unsqueeze(1)
+    y = torch.stack([real.transpose(2, 3), imag.transpose(2, 3)], dim=3).reshape(-1, c, nv, 2 * h)
+    z = (y @ height_dft(h, True, real.device)).reshape(-1, c, nv, 2, h)
+    z = z.permute(0, 1, 4, 3, 2).reshape(-1, c, h, 2 * nv)  # [B, c, h, re | im]
+    return z @ torch.cat([scale * cos_w.t(), -scale * sin_w.t()], 0)
 
 
 class SpatialFrequencyInteraction(nn.Module):
@@ -128,15 +184,24 @@ class SpatialFrequencyInteraction(nn.Module):
     `project` / `restore` are 1x1 convs C <-> width; the FFT is `rfft2` over the map; the amplitude is
     replaced by a constant (the mean amplitude per image and channel, or 1); W_b is a 1x1-conv MLP on the
     phase. `irfft2` returns (1 / hw) sum_uv w_v Re(Y_uv e^{2 pi i (u m / h + v n / w)}), w_v = 1 on the
-    self-conjugate columns and 2 elsewhere.
+    self-conjugate columns and 2 elsewhere. `dft`: "matmul" computes both transforms with real cos / sin
+    matrices (no complex tensors: exportable to ONNX), "fft" with `torch.fft`; they agree to float precision.
     """
 
     def __init__(
-        self, channels: int, width: int = 64, alpha: float = 0.35, amplitude: str = "image_mean"
+        self,
+        channels: int,
+        width: int = 64,
+        alpha: float = 0.35,
+        amplitude: str = "image_mean",
+        dft: str = "matmul",
     ) -> None:
         super().__init__()
+        if dft not in SIM_DFTS:
+            raise ConfigError(f"method.sim_dft: unknown {dft!r}; choose one of {list(SIM_DFTS)}")
         self.alpha = alpha
         self.amplitude = amplitude
+        self.dft = dft
         self.project = nn.Conv2d(channels, width, kernel_size=1)
         self.phase_mlp = nn.Sequential(  # W_b
             nn.Conv2d(width, 2 * width, kernel_size=1),
@@ -147,15 +212,27 @@ class SpatialFrequencyInteraction(nn.Module):
 
     def frequency(self, g: torch.Tensor) -> torch.Tensor:
         """The frequency branch at full width [B, C, h, w] (Eq. 3 and the IFFT term of Eq. 4)."""
-        h, w = g.shape[-2:]
-        spectrum = torch.fft.rfft2(self.project(g).float())
-        phase = half_spectrum_phase(spectrum, w)
-        if self.amplitude == "image_mean":
-            amp = spectrum.abs().mean(dim=(2, 3), keepdim=True)
-        else:
-            amp = torch.ones_like(phase[:, :, :1, :1])
-        new_phase = self.phase_mlp(phase)
-        freq = torch.fft.irfft2(torch.polar(amp.expand_as(new_phase), new_phase.float()), s=(h, w))
+        h, w = int(g.shape[-2]), int(g.shape[-1])  # constants of an exported graph
+        z = self.project(g).float()
+        with torch.autocast(g.device.type, enabled=False):  # the transforms stay in float32 under AMP
+            if self.dft == "fft":
+                spectrum = torch.fft.rfft2(z)
+                re, im = spectrum.real, spectrum.imag
+            else:
+                re, im = rfft2_real(z)
+            phase = spectrum_phase(re, im, w)
+            if self.amplitude == "image_mean":
+                # |X|; the floor keeps the gradient at an exactly-zero bin at 0, as torch's complex abs does
+                amp = (re * re + im * im).clamp(min=AMPLITUDE_FLOOR).sqrt().mean(dim=(2, 3), keepdim=True)
+            else:
+                amp = torch.ones_like(phase[:, :, :1, :1])
+        new_phase = self.phase_mlp(phase).float()
+        with torch.autocast(g.device.type, enabled=False):
+            y_re, y_im = amp * torch.cos(new_phase), amp * torch.sin(new_phase)
+            if self.dft == "fft":
+                freq = torch.fft.irfft2(torch.complex(y_re, y_im), s=(h, w))
+            else:
+                freq = irfft2_real(y_re, y_im, w)
         return self.restore(freq.to(g.dtype))
 
     def forward(self, g: torch.Tensor) -> torch.Tensor:
@@ -221,7 +298,7 @@ class AMDNet(nn.Module):
         self.backbone = make_backbone(cfg)
         c, k = self.backbone.out_channels, o.num_parts
         self.sim = (
-            SpatialFrequencyInteraction(c, o.sim_channels, o.sim_alpha, o.sim_amplitude)
+            SpatialFrequencyInteraction(c, o.sim_channels, o.sim_alpha, o.sim_amplitude, o.sim_dft)
             if o.sim and o.uses_parsing
             else None
         )

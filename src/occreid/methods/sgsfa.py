@@ -23,7 +23,7 @@ from occreid.methods.building import make_backbone
 from occreid.models.heads import Classifier, EmbeddingHead
 from occreid.models.output import ModelOutput
 from occreid.models.part_attention import PartAttention, WholeBodyAttention
-from occreid.models.pooling import part_pool
+from occreid.models.pooling import adaptive_avg_pool2d_fixed, part_pool
 
 GROUPING = "sgsfa4"
 SGA_PARTS = tuple(part_names(GROUPING))  # head, upper_body, lower_body, shoes
@@ -106,9 +106,13 @@ def split_backbone(backbone: nn.Module) -> tuple[Callable, Callable]:
 def head_top(head_mask: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
     """l_head (Sec. 3.2.1): per image the first row, scanning top-down, with a head-mask value > threshold.
 
-    head_mask [B, h, w] -> (rows [B] long, found [B] bool); rows is 0 where nothing exceeds the threshold."""
+    head_mask [B, h, w] -> (rows [B] long, found [B] bool); rows is 0 where nothing exceeds the threshold.
+    Fixed-shape: the argmax of the hit rows weighted by h - row (largest for the first hit, no ties), so
+    the exported graph has no data-dependent slicing."""
+    h = int(head_mask.shape[1])
     hit = (head_mask > threshold).any(dim=2)  # [B, h]
-    return hit.int().argmax(dim=1), hit.any(dim=1)
+    first_weight = torch.arange(h, 0, -1, device=head_mask.device, dtype=torch.float32)  # exact ints
+    return (hit.float() * first_weight).argmax(dim=1), hit.any(dim=1)
 
 
 def band_bounds(top: torch.Tensor, found: torch.Tensor, h: int, offset: int, proportions: list[float]) -> torch.Tensor:
@@ -171,7 +175,8 @@ class SGSFA(nn.Module):
     def forward(self, images: torch.Tensor) -> ModelOutput:
         o = self.opts
         fmap, whole_logits = self.trunk(images)
-        b, _, h, w = fmap.shape
+        b = fmap.shape[0]
+        h, w = int(fmap.shape[2]), int(fmap.shape[3])  # constants of an exported graph (fixed input size)
         sga, part_logits = self.parts(fmap)  # [B, 4, d], [B, 4, h, w]
         part_masks = torch.sigmoid(part_logits)
         top, found = head_top(part_masks[:, 0].detach(), o.head_threshold)
@@ -181,7 +186,7 @@ class SGSFA(nn.Module):
         region_maps = regions.unsqueeze(3).expand(b, len(FR), h, w)
         sfa = self.sfa_embed(part_pool(fmap, region_maps, norm="mass", eps=POOL_EPS))  # [B, 5, d]
         if whole_logits is not None:  # Eq. 4 over each band of the whole-body mask (decision)
-            body = F.adaptive_avg_pool2d(torch.sigmoid(whole_logits), (h, w))
+            body = adaptive_avg_pool2d_fixed(torch.sigmoid(whole_logits), (h, w))
         else:  # without it: the union (max) of the four part masks
             body = part_masks.amax(dim=1, keepdim=True)
         band_vis = part_pool(body.detach(), region_maps[:, :3], norm="mass", eps=POOL_EPS)[:, :, 0]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 PartNorm = Literal["hw", "mass", "abs_mass"]
@@ -42,15 +42,42 @@ class GeM(nn.Module):
         return gem_pool(x, self.p, self.eps)
 
 
+def adaptive_average_matrix(size_in: int, size_out: int) -> torch.Tensor:
+    """[size_out, size_in] float64 weights of 1-D adaptive average pooling: output i is the mean of inputs
+    floor(i n / m) .. ceil((i + 1) n / m) - 1 (n = size_in, m = size_out), as `adaptive_avg_pool` does.
+
+    Built from Python ints, so a traced / exported graph holds it as a constant (no adaptive pooling op,
+    which ONNX only has for sizes that divide evenly)."""
+    n, m = int(size_in), int(size_out)
+    if not 1 <= m <= n:
+        raise ValueError(f"adaptive_average_matrix: need 1 <= size_out <= size_in ({n}), got {m}")
+    i = np.arange(m)
+    start, end = (i * n) // m, -((-(i + 1) * n) // m)
+    pos = np.arange(n)
+    inside = (pos >= start[:, None]) & (pos < end[:, None])
+    return torch.from_numpy(inside / (end - start)[:, None])
+
+
+def adaptive_avg_pool2d_fixed(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`F.adaptive_avg_pool2d(x, size)` [B, C, H, W] -> [B, C, h, w] as two constant averaging matrices
+    (the pooling windows are rectangles, so the 2-D mean factorises into a row and a column mean)."""
+    rows = adaptive_average_matrix(x.shape[2], size[0]).to(x.device, x.dtype)
+    cols = adaptive_average_matrix(x.shape[3], size[1]).to(x.device, x.dtype)
+    return rows @ x @ cols.t()
+
+
 def stripe_pool(x: torch.Tensor, n: int) -> torch.Tensor:
     """PCB's horizontal stripes: adaptive average pooling to (n, 1); [B, C, h, w] -> [B, n, C].
 
     When h is not a multiple of n, stripe i covers rows floor(i h / n) .. ceil((i + 1) h / n) - 1
-    (adaptive pooling's rule), so neighbouring stripes may share a row.
+    (adaptive pooling's rule), so neighbouring stripes may share a row. Computed with a constant [n, h]
+    averaging matrix, so the exported graph is the same for every h.
     """
-    if n < 1 or n > x.shape[2]:
-        raise ValueError(f"stripe_pool: need 1 <= n <= height ({x.shape[2]}), got n={n}")
-    return F.adaptive_avg_pool2d(x, (n, 1)).squeeze(3).transpose(1, 2)
+    h = int(x.shape[2])
+    if n < 1 or n > h:
+        raise ValueError(f"stripe_pool: need 1 <= n <= height ({h}), got n={n}")
+    rows = adaptive_average_matrix(h, n).to(x.device, x.dtype)
+    return rows @ x.mean(dim=3).transpose(1, 2)  # [n, h] @ [B, h, C]
 
 
 def part_pool(
