@@ -50,9 +50,10 @@ def noisy_market(tmp_path_factory) -> Path:
     return write_market(tmp_path_factory.mktemp("noisy"), noise=70.0)
 
 
-@pytest.fixture
-def shared_data() -> Path:
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The shared real-data folder from OCCREID_DATA; real-data tests skip, saying why, without it."""
     root = os.environ.get("OCCREID_DATA")
     if not root or not Path(root).is_dir():
-        pytest.skip("OCCREID_DATA is not set to the shared data folder")
+        pytest.skip("OCCREID_DATA is unset or missing: real-data tests need the shared data folder")
     return Path(root)

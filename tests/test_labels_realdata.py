@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +13,6 @@ from occreid.labels.make import make_labels
 from occreid.labels.rasterise import rasterise_keypoints
 
 pytestmark = pytest.mark.realdata
-
-
-@pytest.fixture(scope="module")
-def data_root() -> Path:
-    root = os.environ.get("OCCREID_DATA")
-    if not root or not Path(root).is_dir():
-        pytest.skip("OCCREID_DATA is unset or missing: real-data tests need the shared data folder")
-    return Path(root)
 
 
 @pytest.fixture(scope="module")

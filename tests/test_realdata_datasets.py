@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,14 +10,6 @@ from occreid.data.check import check_dataset
 from occreid.data.datasets import dataset_stats, load_dataset
 
 pytestmark = pytest.mark.realdata
-
-
-@pytest.fixture(scope="module")
-def data_root() -> Path:
-    root = os.environ.get("OCCREID_DATA")
-    if not root or not Path(root).is_dir():
-        pytest.skip("OCCREID_DATA is unset or missing: real-data tests need the shared data folder")
-    return Path(root)
 
 
 def need(path: Path) -> Path:
