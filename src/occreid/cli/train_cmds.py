@@ -92,6 +92,8 @@ def run_eval(args) -> int:
     )
     for r in results:
         print(summary_line(r))
+    if not results:  # a non-zero rank under torchrun: rank 0 reports
+        return 0
     if args.json_out:
         print(f"metrics: {args.json_out}")
     else:

@@ -37,6 +37,21 @@ def init_distributed(device: torch.device | None = None) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def rank_device(device: torch.device, info: DistInfo) -> torch.device:
+    """One GPU per process under torchrun (cuda:LOCAL_RANK); CPU processes share the CPU."""
+    if device.type != "cuda" or not info.enabled:
+        return device
+    torch.cuda.set_device(info.local_rank)
+    return torch.device("cuda", info.local_rank)
+
+
+def current_dist_info() -> DistInfo:
+    """This process's place in an already-initialised process group (one process when there is none)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return DistInfo()
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate `x` from every rank in rank order; gradients flow back to each source rank.
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from occreid.config import Config, config_hash, from_dict_config
 from occreid.data.records import Record
+from occreid.engine.distributed import DistInfo, current_dist_info, init_distributed, rank_device
 from occreid.engine.extract import extract_features
 from occreid.errors import DatasetError
 from occreid.methods import get_method
@@ -37,9 +38,13 @@ def compute_distances(cfg: Config, qf: dict, gf: dict, *, rerank: bool) -> np.nd
 
 def evaluate_records(
     model: nn.Module, cfg: Config, query: list[Record], gallery: list[Record], *,
-    device: torch.device, progress: bool = True, rerank: bool | None = None,
-) -> dict:
-    """Extract, compute distances, rank. Returns the metrics dict plus `distmat`."""
+    device: torch.device, progress: bool = True, rerank: bool | None = None, dist_info: DistInfo | None = None,
+) -> dict | None:
+    """Extract, compute distances, rank. Returns the metrics dict plus `distmat`.
+
+    Under a process group (torchrun), every rank extracts its shard of query and gallery; rank 0
+    gathers the rows, ranks them and returns the metrics, the other ranks return None.
+    """
     from occreid.evaluation import rank_metrics
 
     if not query:
@@ -47,8 +52,12 @@ def evaluate_records(
     if not gallery:
         raise DatasetError("the gallery set is empty: check data.dataset / data.root with `occreid data check`")
     rerank = cfg.eval.rerank if rerank is None else rerank
-    qf = extract_features(model, query, cfg, device=device, progress=progress)
-    gf = extract_features(model, gallery, cfg, device=device, progress=progress)
+    di = dist_info or current_dist_info()
+    shard = {"rank": di.rank, "world_size": di.world_size}
+    qf = extract_features(model, query, cfg, device=device, progress=progress and di.is_main, **shard)
+    gf = extract_features(model, gallery, cfg, device=device, progress=progress and di.is_main, **shard)
+    if not di.is_main:
+        return None
     dist = compute_distances(cfg, qf, gf, rerank=rerank)
     q_pids, q_cams = _arrays(query)
     g_pids, g_cams = _arrays(gallery)
@@ -66,7 +75,11 @@ def evaluate_checkpoint(
     rerank: bool = False, flip: bool | None = None, json_out: str | None = None, out_dir: str | None = None,
     progress: bool = True,
 ) -> list[dict]:
-    """`occreid eval`: evaluate a checkpoint on its test dataset(s) and write reports."""
+    """`occreid eval`: evaluate a checkpoint on its test dataset(s) and write reports.
+
+    Under torchrun, extraction is sharded over the processes; rank 0 writes the reports and returns
+    the results, the other ranks return [].
+    """
     from occreid.config import apply_overrides
     from occreid.data.datasets import load_dataset
     from occreid.engine.checkpoint import load_checkpoint
@@ -84,6 +97,8 @@ def evaluate_checkpoint(
         extra.append(f"eval.flip={str(flip).lower()}")
     cfg = from_dict_config(apply_overrides(ckpt["config"], extra))
     device = resolve_device(cfg.train.device)
+    di = init_distributed(device)
+    device = rank_device(device, di)
     model = load_model(ckpt, cfg).to(device)
     out_dir = Path(out_dir or Path(checkpoint).parent / "eval")
     results = []
@@ -97,7 +112,9 @@ def evaluate_checkpoint(
             )
         t0 = time.time()
         m = evaluate_records(model, cfg, splits.query, splits.gallery, device=device, progress=progress,
-                             rerank=rerank)
+                             rerank=rerank, dist_info=di)
+        if m is None:
+            continue
         summary = {
             "dataset": key,
             "protocol": protocol_name(key, sub),
@@ -124,7 +141,7 @@ def evaluate_checkpoint(
             rank_lists(m["distmat"], [r.path for r in splits.query], [r.path for r in splits.gallery],
                        qp, gp, qc, gc, pick, dest)
         results.append(summary)
-    if json_out:
+    if json_out and results:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(results if len(results) > 1 else results[0], indent=2))
     return results

@@ -17,7 +17,13 @@ from torch import nn
 from occreid.config import Config, load_config
 from occreid.data.records import DatasetSplits, Record
 from occreid.engine.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
-from occreid.engine.distributed import DistInfo, average_gradients, convert_sync_batchnorm, init_distributed
+from occreid.engine.distributed import (
+    DistInfo,
+    average_gradients,
+    convert_sync_batchnorm,
+    init_distributed,
+    rank_device,
+)
 from occreid.engine.run_dir import RunDir
 from occreid.engine.schedule import lr_factor
 from occreid.errors import ConfigError, OccreidError
@@ -118,6 +124,7 @@ class Trainer:
         self.cfg = cfg
         self.device = resolve_device(cfg.train.device)
         self.dist = dist_info or init_distributed(self.device)
+        self.device = rank_device(self.device, self.dist)
         self.method = get_method(cfg.model.name)
         seed_everything(cfg.train.seed)
 
@@ -312,14 +319,16 @@ class Trainer:
         from occreid.engine.evaluate import evaluate_records
 
         q, g = split_validation(self.val_records)
-        res = evaluate_records(self.model, self.cfg, q, g, device=self.device, progress=False)
+        res = evaluate_records(self.model, self.cfg, q, g, device=self.device, progress=False, dist_info=self.dist)
+        self.ddp_model.train()
+        if res is None:  # not rank 0: extraction shard done, rank 0 ranks and keeps the best checkpoint
+            return {}
         best = getattr(self, "_best_val", -1.0)
         metrics = {"iter": self.iteration, "val_rank1": res["rank1"], "val_mAP": res["mAP"]}
         self.run.log(metrics)
         if res["mAP"] > best:
             self._best_val = res["mAP"]
             self.save("best.pt")
-        self.ddp_model.train()
         return metrics
 
 
