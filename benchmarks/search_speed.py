@@ -1,20 +1,29 @@
 """Two-stage gallery search (FAISS candidates + exact re-rank) vs exact part-distance search.
 
-Reports index build time, query latency (batched, per query) and recall@k of the two-stage top-k against
-the exact top-k of the method's own distance (PAB-ReID's part-visibility distance by default), on
-synthetic Occluded-Duke-sized features (2,210 queries, 17,661 gallery images), on real feature folders
-(`--gallery-features G --query-features Q`), and with `--million` on a synthetic gallery of 1,000,000
-images whose embeddings are stored fp16 and memory-mapped (peak RSS reported).
+Per case and index kind: build the index once, then one row per query-time setting (`--nprobe` list for
+IVF, `--ef-search` list for HNSW) with query latency (batched, one at a time), recall@k of the two-stage
+top-k against the exact top-k of the method's own distance (PAB-ReID's part-visibility distance), and the
+recall of the stage-1 candidates against the flat global top-`rerank` (the same filter applied), which
+isolates what the approximate index loses from the disagreement between global and part distances.
+
+Memory, per phase, from /proc/self/status sampled in a thread (VmHWM reset at each phase start where the
+kernel allows it): peak RSS (includes memory-mapped feature pages) and peak anonymous memory (heap) of the
+BUILD + TWO-STAGE SEARCH phase, and separately of the EXACT REFERENCE phase (which reads the whole gallery
+in chunks, releasing the mapped pages after each).
+
+Cases: synthetic Occluded-Duke size (2,210 queries, 17,661 gallery images, `--gallery` to change), real
+feature folders (`--gallery-features G --query-features Q`), and with `--million` a synthetic gallery of
+1,000,000 images whose embeddings are stored fp16 and memory-mapped.
 
     python benchmarks/search_speed.py
+    python benchmarks/search_speed.py --gallery 50000 --kind ivf,flat --nprobe 7,14,28,56,112,all
     python benchmarks/search_speed.py --gallery-features g.feats --query-features q.feats
-    python benchmarks/search_speed.py --million --workdir /tmp/occreid_1m
+    python benchmarks/search_speed.py --million --kind ivf,flat --nprobe 32,63,125,250,500 --workdir /tmp/occreid_1m
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import sys
 import tempfile
@@ -27,34 +36,79 @@ import numpy as np
 from occreid.config import load_config
 from occreid.inference.features_file import FeatureSet, merge_feature_folders, read_features, write_features
 from occreid.inference.identity import model_identity
-from occreid.inference.index import GalleryIndex, IndexOptions, exact_search
+from occreid.inference.index import GalleryIndex, IndexOptions, exact_search, recall_at_k
+
+GB = 1024**2  # /proc/self/status reports kB
 
 
-def peak_rss_gb() -> float:
-    """Peak resident set so far, including file-backed pages of memory-mapped features (reclaimable)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
+def read_status() -> dict[str, float]:
+    """VmRSS, VmHWM, RssAnon and RssFile of this process in GB."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key = line.split(":", 1)[0]
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            out[key] = int(line.split()[1]) / GB
+    return out
 
 
-class AnonPeak:
-    """Peak anonymous (heap) memory during a block, sampled from /proc/self/status every 20 ms: the
-    memory the search really owns, as memory-mapped feature pages are page cache the kernel can drop."""
+class PhaseMemory:
+    """Peak RSS and peak anonymous memory per named phase, sampled every 20 ms in a thread. `start(name)`
+    ends the previous phase (as `end()` does) and resets the peaks and the kernel's VmHWM, so an RSS spike
+    between samples still counts; mapped feature pages count in RSS, not in the anonymous figure."""
 
-    def __enter__(self) -> AnonPeak:
-        self.peak, self.stop = 0.0, threading.Event()
+    def __enter__(self) -> PhaseMemory:
+        self.peaks: dict[str, dict[str, float]] = {}
+        self.phase: str | None = None
+        self.lock, self.stop = threading.Lock(), threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         return self
 
+    def start(self, phase: str) -> None:
+        with self.lock:
+            self._close()
+            try:
+                Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+                self.hwm_reset = True
+            except OSError:
+                self.hwm_reset = False
+            self.phase = phase
+            self.peaks[phase] = {"rss": 0.0, "anon": 0.0}
+        self._sample()
+
+    def end(self) -> None:
+        """Close the current phase (its peaks stay in `peaks`)."""
+        self._sample()
+        with self.lock:
+            self._close()
+            self.phase = None
+
+    def _close(self) -> None:
+        if self.phase is not None and self.hwm_reset:
+            peak = self.peaks[self.phase]
+            peak["rss"] = max(peak["rss"], read_status().get("VmHWM", 0.0))
+
+    def _sample(self) -> None:
+        st = read_status()
+        with self.lock:
+            if self.phase is not None:
+                peak = self.peaks[self.phase]
+                peak["rss"] = max(peak["rss"], st.get("VmRSS", 0.0))
+                peak["anon"] = max(peak["anon"], st.get("RssAnon", 0.0))
+
     def _run(self) -> None:
-        while not self.stop.is_set():
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("RssAnon:"):
-                    self.peak = max(self.peak, int(line.split()[1]) / 1024**2)
-            self.stop.wait(0.02)
+        while not self.stop.wait(0.02):
+            self._sample()
 
     def __exit__(self, *exc) -> None:
         self.stop.set()
         self.thread.join()
+        self.end()
+
+
+def int_list(text: str) -> list[int | str]:
+    """'16,64,all' -> [16, 64, 'all'] ('all' = every IVF list, i.e. an exact candidate search)."""
+    return [t if t == "all" else int(t) for t in text.split(",") if t]
 
 
 def synthetic(n: int, ids: int, args, seed: int, prefix: str, cams: int, identity: dict) -> FeatureSet:
@@ -90,35 +144,60 @@ def write_large(folder: Path, n: int, args, identity: dict, chunk: int = 25_000)
     return folder / "gallery.feats"
 
 
-def run_case(name: str, gallery_path: Path, queries: FeatureSet, args, exact_queries: int) -> dict:
-    with AnonPeak() as mem:
-        row = _run_case(name, gallery_path, queries, args, exact_queries)
-    return {**row, "peak_anon_gb": mem.peak}
+def sweep(idx: GalleryIndex, args) -> list[dict]:
+    """Query-time settings for this index: IVF nprobe values, HNSW ef_search values, [{}] for flat."""
+    kind = idx.meta["kind"]
+    if kind == "ivf":
+        values = args.nprobe or [idx.search_params()["nprobe"]]
+        return [{"nprobe": idx.nlist if v == "all" else v} for v in values]
+    if kind == "hnsw":
+        return [{"ef_search": v} for v in args.ef_search or [idx.search_params()["ef_search"]]]
+    return [{}]
 
 
-def _run_case(name: str, gallery_path: Path, queries: FeatureSet, args, exact_queries: int) -> dict:
-    t0 = time.perf_counter()
-    opts = IndexOptions(kind=args.kind, nprobe=args.nprobe, train_sample=args.train_sample)
-    idx = GalleryIndex.build(gallery_path, gallery_path.with_suffix(".index"), opts)
-    build_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    res = idx.search(queries, topk=args.topk, rerank=args.rerank)
-    batched_ms = 1000 * (time.perf_counter() - t0) / len(queries)
-    single = []
-    for i in range(min(20, len(queries))):  # one query at a time: a tracker's call pattern
+def run_case(name: str, gallery_path: Path, queries: FeatureSet, args, exact_queries: int, work: Path) -> list[dict]:
+    """Build + sweep per kind (phase "search"), then the exact references once (phase "exact")."""
+    sub = queries.take(np.arange(min(exact_queries, len(queries))))
+    count = max(args.rerank, args.topk)
+    rows, results = [], []
+    with PhaseMemory() as mem:
+        for kind in args.kind:
+            idx, first = None, len(rows)  # the previous kind's index is freed before this one is built
+            mem.start(f"search {kind}")
+            t0 = time.perf_counter()
+            opts = IndexOptions(kind=kind, flat_max=args.flat_max, nlist=args.nlist, nprobe=None,
+                                nprobe_fraction=args.nprobe_fraction, train_sample=args.train_sample)
+            idx = GalleryIndex.build(gallery_path, work / f"{gallery_path.stem}.{kind}.index", opts)
+            build_s = time.perf_counter() - t0
+            for params in sweep(idx, args):
+                t0 = time.perf_counter()
+                idx.search(queries, topk=args.topk, rerank=args.rerank, **params)
+                batched_ms = 1000 * (time.perf_counter() - t0) / len(queries)
+                single = []
+                for i in range(min(20, len(queries))):  # one query at a time: a tracker's call pattern
+                    t0 = time.perf_counter()
+                    idx.search(queries.take([i]), topk=args.topk, rerank=args.rerank, **params)
+                    single.append(1000 * (time.perf_counter() - t0))
+                res = idx.search(sub, topk=args.topk, rerank=args.rerank, **params)
+                results.append((res.indices, idx.candidates(sub, count, **params)))
+                rows.append({"case": name, "gallery": len(idx.gallery), "kind": idx.meta["kind"],
+                             "nlist": idx.nlist or "-", "nprobe": params.get("nprobe", "-"),
+                             "ef_search": params.get("ef_search", "-"), "build_s": build_s,
+                             "ms_batched": batched_ms, "ms_single": float(np.median(single))})
+            mem.end()
+            for r in rows[first:]:
+                r["search_rss_gb"] = mem.peaks[f"search {kind}"]["rss"]
+                r["search_anon_gb"] = mem.peaks[f"search {kind}"]["anon"]
+        mem.start("exact")
         t0 = time.perf_counter()
-        idx.search(queries.take([i]), topk=args.topk, rerank=args.rerank)
-        single.append(1000 * (time.perf_counter() - t0))
-    sub = np.arange(min(exact_queries, len(queries)))
-    t0 = time.perf_counter()
-    ei, _ = exact_search(idx.cfg, queries.take(sub), idx.gallery, topk=args.topk)
-    exact_ms = 1000 * (time.perf_counter() - t0) / sub.size
-    hits = [len(set(a[a >= 0]) & set(b[b >= 0])) / max(1, (b >= 0).sum())
-            for a, b in zip(res.indices[sub], ei)]
-    return {"case": name, "gallery": len(idx.gallery), "queries": len(queries), "kind": idx.meta["kind"],
-            "build_s": build_s, "two_stage_ms_batched": batched_ms,
-            "two_stage_ms_single": float(np.median(single)),
-            "exact_ms": exact_ms, f"recall@{args.topk}": float(np.mean(hits)), "peak_rss_gb": peak_rss_gb()}
+        exact_i, _ = exact_search(idx.cfg, sub, idx.gallery, topk=args.topk)
+        exact_ms = 1000 * (time.perf_counter() - t0) / len(sub)
+        flat_cand = idx.candidates(sub, count, exact=True)
+    for row, (found, cand) in zip(rows, results):
+        row.update({"exact_ms": exact_ms, f"recall@{args.topk}": recall_at_k(found, exact_i),
+                    f"cand_recall@{count}": recall_at_k(cand, flat_cand),
+                    "exact_rss_gb": mem.peaks["exact"]["rss"], "exact_anon_gb": mem.peaks["exact"]["anon"]})
+    return rows
 
 
 def main() -> None:
@@ -132,10 +211,18 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=1.2)
     ap.add_argument("--topk", type=int, default=10)
     ap.add_argument("--rerank", type=int, default=100)
-    ap.add_argument("--kind", default="auto")
-    ap.add_argument("--nprobe", type=int, default=32)
+    ap.add_argument("--kind", type=lambda t: t.split(","), default=["auto"],
+                    help="index kinds, comma-separated (auto, flat, ivf, hnsw); each is built once per case")
+    ap.add_argument("--flat-max", type=int, default=IndexOptions.flat_max, help="auto: flat up to this size")
+    ap.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~sqrt(N))")
+    ap.add_argument("--nprobe", type=int_list, default=None,
+                    help="IVF lists probed, comma-separated, 'all' = nlist (default: the index's default)")
+    ap.add_argument("--nprobe-fraction", type=float, default=IndexOptions.nprobe_fraction,
+                    help="default nprobe as a share of nlist")
+    ap.add_argument("--ef-search", type=int_list, default=None, help="HNSW ef_search values, comma-separated")
     ap.add_argument("--train-sample", type=int, default=50_000)
     ap.add_argument("--exact-queries", type=int, default=200, help="queries also searched exactly (recall)")
+    ap.add_argument("--million-exact-queries", type=int, default=20)
     ap.add_argument("--gallery-features", type=Path)
     ap.add_argument("--query-features", type=Path)
     ap.add_argument("--million", action="store_true", help="also the 1,000,000-image fp16 memory-mapped case")
@@ -148,22 +235,23 @@ def main() -> None:
     rows = []
     queries = synthetic(args.queries, args.ids, args, seed=1, prefix="q/", cams=8, identity=identity)
     gallery = write_features(synthetic(args.gallery, args.ids, args, seed=2, prefix="g/", cams=8,
-                                       identity=identity), work / "duke_sized.feats")
-    rows.append(run_case("synthetic Occluded-Duke size", gallery, queries, args, args.exact_queries))
+                                       identity=identity), work / "synthetic.feats")
+    rows += run_case(f"synthetic {args.gallery:,}", gallery, queries, args, args.exact_queries, work)
     if args.gallery_features and args.query_features:
         real_q = read_features(args.query_features, mmap=False)
-        rows.append(run_case("real features", args.gallery_features, real_q, args, args.exact_queries))
+        rows += run_case("real features", args.gallery_features, real_q, args, args.exact_queries, work)
     if args.million:
         big = work / "million" / "gallery.feats"
         if not (big / "manifest.json").is_file():  # kept between runs with --workdir
             big = write_large(work / "million", 1_000_000, args, identity)
         args.ids = args.million_ids
         queries = synthetic(200, args.ids, args, seed=1, prefix="q/", cams=8, identity=identity)
-        rows.append(run_case("synthetic 1M, fp16 memory-mapped", big, queries, args, 20))
+        rows += run_case("synthetic 1M, fp16 memory-mapped", big, queries, args, args.million_exact_queries, work)
     keys = list(rows[0])
-    print(" | ".join(keys))
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
     for r in rows:
-        print(" | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in keys))
+        print("| " + " | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |")
     if args.workdir is None:
         shutil.rmtree(work)
 

@@ -4,6 +4,7 @@ thresholds, persistence, CLI with JSON and picture."""
 from __future__ import annotations
 
 import json
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,14 @@ from occreid.config import load_config
 from occreid.errors import ConfigError
 from occreid.inference.features_file import FeatureSet, write_features
 from occreid.inference.identity import model_identity
-from occreid.inference.index import GalleryIndex, IndexOptions, exact_search, parse_names
+from occreid.inference.index import (
+    GalleryIndex,
+    IndexOptions,
+    drop_mapped_pages,
+    exact_search,
+    parse_names,
+    recall_at_k,
+)
 
 faiss = pytest.importorskip("faiss", reason="search needs the optional faiss-cpu package (occreid[search])")
 
@@ -115,6 +123,110 @@ def test_auto_kind_switches_to_ivf_above_flat_max(tmp_path):
     assert small.meta["kind"] == "flat" and large.meta["kind"] == "ivf"
 
 
+def test_default_nprobe_is_a_fraction_of_nlist(tmp_path):
+    write_features(clustered(40, 5, 8, cams=2, seed=4), tmp_path / "g.feats")
+    idx = GalleryIndex.build(tmp_path / "g.feats", tmp_path / "a", IndexOptions(kind="ivf", nlist=5,
+                                                                                nprobe_fraction=0.5))
+    assert idx.meta["nlist"] == 5 and idx.meta["nprobe"] == 3  # ceil(0.5 * 5)
+    assert GalleryIndex.open(tmp_path / "a").search_params() == {"nprobe": 3}
+    fixed = GalleryIndex.build(tmp_path / "g.feats", tmp_path / "b", IndexOptions(kind="ivf", nlist=5, nprobe=9))
+    assert fixed.meta["nprobe"] == 5  # capped at nlist
+    with pytest.raises(ConfigError, match="nprobe"):
+        GalleryIndex.build(tmp_path / "g.feats", tmp_path / "c", IndexOptions(kind="ivf", nprobe_fraction=0))
+
+
+def test_query_time_nprobe_override_without_rebuild(tmp_path):
+    gallery = clustered(60, 5, 16, cams=3, seed=10)
+    queries = clustered(60, 1, 16, cams=2, seed=11, prefix="q/")
+    write_features(gallery, tmp_path / "g.feats")
+    flat = GalleryIndex.build(tmp_path / "g.feats", tmp_path / "flat", IndexOptions(kind="flat"))
+    ivf = GalleryIndex.build(tmp_path / "g.feats", tmp_path / "ivf", IndexOptions(kind="ivf", nlist=6, nprobe=1))
+    ivf_faiss = faiss.extract_index_ivf(ivf.index)
+    low = ivf.search(queries, topk=5, rerank=10)
+    assert ivf_faiss.nprobe == 1 and low.meta["nprobe"] == 1
+    full = ivf.search(queries, topk=5, rerank=10, nprobe=6)
+    assert ivf_faiss.nprobe == 6 and full.meta["nprobe"] == 6 and ivf.meta["nprobe"] == 1
+    # every list probed: the same candidates, hence the same re-ranked result, as the flat index
+    ref = flat.search(queries, topk=5, rerank=10)
+    np.testing.assert_array_equal(full.indices, ref.indices)
+    np.testing.assert_array_equal(full.distances, ref.distances)
+    np.testing.assert_array_equal(ivf.candidates(queries, 10, nprobe=6), flat.candidates(queries, 10))
+    np.testing.assert_array_equal(ivf.candidates(queries, 10, exact=True), flat.candidates(queries, 10))
+    assert ivf.search(queries, topk=5, rerank=10).meta["nprobe"] == 1  # the override lasts one call
+    assert ivf_faiss.nprobe == 1
+    with pytest.raises(ConfigError, match="nprobe 0"):
+        ivf.search(queries, nprobe=0)
+    # one probed list of six misses candidates that the flat search finds on this gallery
+    assert not np.array_equal(ivf.candidates(queries, 10, nprobe=1), flat.candidates(queries, 10))
+
+
+def test_hnsw_ef_search_override_and_exact_candidates(tmp_path):
+    write_features(clustered(30, 4, 8, cams=2, seed=12), tmp_path / "g.feats")
+    queries = clustered(30, 1, 8, cams=2, seed=13, prefix="q/")
+    idx = GalleryIndex.build(tmp_path / "g.feats", tmp_path / "h", IndexOptions(kind="hnsw", ef_search=16))
+    assert idx.search(queries, topk=3, rerank=5, ef_search=77).meta["ef_search"] == 77
+    assert idx.index.hnsw.efSearch == 77
+    flat = GalleryIndex.build(tmp_path / "g.feats", tmp_path / "f", IndexOptions(kind="flat"))
+    np.testing.assert_array_equal(idx.candidates(queries, 8, exact=True), flat.candidates(queries, 8))
+
+
+def test_recall_at_k_hand_worked():
+    found = np.array([[3, 1, 7], [5, -1, -1], [2, 4, 6], [9, 8, -1]])
+    ref = np.array([[1, 2, 3], [5, 6, -1], [-1, -1, -1], [0, 1, -1]])
+    # row 0: {1, 3} of {1, 2, 3} = 2/3; row 1: {5} of {5, 6} = 1/2; row 2: empty reference, left out;
+    # row 3: none of {0, 1} = 0; mean of (2/3, 1/2, 0)
+    assert recall_at_k(found, ref) == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
+    # a gallery index found for another query does not count; -1 never matches -1
+    assert recall_at_k(np.array([[4, -1], [0, 1]]), np.array([[0, -1], [4, -1]])) == 0.0
+    assert np.isnan(recall_at_k(found[:1], np.full((1, 3), -1)))
+
+
+def test_recall_at_k_matches_a_set_loop():
+    rng = np.random.default_rng(14)
+    found = np.stack([rng.permutation(50)[:10] for _ in range(20)])
+    ref = np.stack([rng.permutation(50)[:5] for _ in range(20)])
+    found[::3, -4:] = -1
+    expected = np.mean([len(set(f[f >= 0].tolist()) & set(r.tolist())) / len(r) for f, r in zip(found, ref)])
+    assert recall_at_k(found, ref) == pytest.approx(expected)
+
+
+def resident_pages(arr: np.ndarray) -> int:
+    """Pages of a memory-mapped array's map that this process has resident (Rss in /proc/self/smaps)."""
+    base = np.frombuffer(arr._mmap, np.uint8).ctypes.data
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    for i, line in enumerate(lines):
+        first = line.split(" ", 1)[0]
+        if "-" in first and int(first.split("-")[0], 16) == base:
+            rss = next(t for t in lines[i + 1:] if t.startswith("Rss:"))
+            return int(rss.split()[1]) * 1024 // mmap.PAGESIZE
+    raise AssertionError("mapping not found in /proc/self/smaps")
+
+
+@pytest.mark.skipif(not (hasattr(mmap, "MADV_DONTNEED") and Path("/proc/self/smaps").is_file()),
+                    reason="needs madvise and /proc/self/smaps (Linux)")
+def test_exact_search_over_memory_mapped_gallery_releases_pages(tmp_path):
+    from occreid.config import from_dict_config
+    from occreid.inference.features_file import read_features
+
+    gallery = clustered(50, 4, 512, cams=3, seed=15)  # 200 x 512 float32: 100 pages of 4 KiB per array
+    write_features(gallery, tmp_path / "g.feats")
+    mapped = read_features(tmp_path / "g.feats")
+    arr = mapped.arrays["bnneck"]
+    float(np.asarray(arr).sum())  # fault every page in
+    before = resident_pages(arr)
+    drop_mapped_pages([arr[10:]])  # a view releases its whole map too
+    assert before * mmap.PAGESIZE >= arr.nbytes and resident_pages(arr) < before / 2
+    drop_mapped_pages([np.ones(3)])  # in-memory arrays: nothing to do
+    # the chunked pass with releases gives the in-memory result, and leaves the map (nearly) unmapped
+    cfg = from_dict_config(gallery.identity["config"])
+    queries = clustered(50, 1, 512, cams=2, seed=16, prefix="q/")
+    ei, ed = exact_search(cfg, queries, mapped, 5, gallery_chunk=64)
+    assert resident_pages(arr) < before / 2
+    ri, rd = exact_search(cfg, queries, read_features(tmp_path / "g.feats", mmap=False), 5)
+    np.testing.assert_array_equal(ei, ri)
+    np.testing.assert_allclose(ed, rd, atol=1e-6)
+
+
 def test_threshold_from_labelled_gallery_and_match_flags(tmp_path):
     gallery = clustered(20, 6, 16, cams=3, seed=5)
     write_features(gallery, tmp_path / "g.feats")
@@ -191,3 +303,11 @@ def test_cli_extract_index_search_json_and_picture(tiny_market, tmp_path):
         assert [h["distance"] for h in q["results"]] == sorted(h["distance"] for h in q["results"])
     with Image.open(tmp_path / "ranks.png") as im:
         assert im.height > 4 * 128 and im.width > 4 * 64
+
+    # an IVF index: nprobe defaults to a quarter of the lists, and a search may override it
+    assert run_cli(["index", "build", "--features", str(tmp_path / "g.feats"), "--out", str(tmp_path / "ivf"),
+                    "--kind", "ivf", "--nlist", "4", "--no-threshold"]) == 0
+    for extra, want in (([], 1), (["--nprobe", "3"], 3)):
+        assert run_cli(["search", "--index", str(tmp_path / "ivf"), "--query", str(tmp_path / "g.feats"),
+                        "--json", str(out), *extra]) == 0
+        assert json.loads(out.read_text())["nprobe"] == want

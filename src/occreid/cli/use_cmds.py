@@ -52,7 +52,9 @@ def register(sub) -> None:
                    help="auto: exact flat up to --flat-max images, IVF beyond")
     b.add_argument("--flat-max", type=int, default=100_000)
     b.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~sqrt(N))")
-    b.add_argument("--nprobe", type=int, default=32, help="IVF lists probed per query")
+    b.add_argument("--nprobe", type=int, default=None,
+                   help="IVF lists probed per query (default: --nprobe-fraction of the lists)")
+    b.add_argument("--nprobe-fraction", type=float, default=None, help="default nprobe as a fraction of nlist (0.25)")
     b.add_argument("--ef-search", type=int, default=128, help="HNSW search depth")
     b.add_argument("--embedding", default=None, help="embedding for candidates (default: the method's)")
     b.add_argument("--far", type=float, default=1e-3, help="FAR of the stored search threshold")
@@ -76,6 +78,8 @@ def register(sub) -> None:
     s.add_argument("--checkpoint", help="checkpoint for --images (default: the one that made the gallery)")
     s.add_argument("--topk", type=int, default=10)
     s.add_argument("--rerank", type=int, default=100, help="FAISS candidates re-ranked exactly per query")
+    s.add_argument("--nprobe", type=int, default=None, help="IVF lists probed, for this search only")
+    s.add_argument("--ef-search", type=int, default=None, help="HNSW search depth, for this search only")
     s.add_argument("--same-camera-filter", choices=["on", "off"], default="on",
                    help="drop gallery images of the query's camera (or with its file name); default on")
     s.add_argument("--json", dest="json_out", help="write the results JSON here")
@@ -124,8 +128,9 @@ def run_extract(args) -> int:
 def run_index_build(args) -> int:
     from occreid.inference.index import GalleryIndex, IndexOptions
 
+    extra = {} if args.nprobe_fraction is None else {"nprobe_fraction": args.nprobe_fraction}
     opts = IndexOptions(kind=args.kind, flat_max=args.flat_max, nlist=args.nlist, nprobe=args.nprobe,
-                        ef_search=args.ef_search, far=args.far)
+                        ef_search=args.ef_search, far=args.far, **extra)
     idx = GalleryIndex.build(args.features, args.out, opts, key=args.embedding,
                              labelled=not args.no_threshold)
     m = idx.meta
@@ -156,7 +161,8 @@ def run_search(args) -> int:
     else:
         queries = read_features(args.query)
     result = idx.search(queries, topk=args.topk, rerank=args.rerank,
-                        same_camera_filter=args.same_camera_filter == "on")
+                        same_camera_filter=args.same_camera_filter == "on", nprobe=args.nprobe,
+                        ef_search=args.ef_search)
     payload = result.to_json()
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
