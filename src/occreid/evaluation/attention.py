@@ -17,16 +17,20 @@ PART_COLOURS = np.array(
 )
 
 
-def colour_probs(image: np.ndarray, probs: np.ndarray, alpha: float = 0.6) -> np.ndarray:
-    """Blend the arg-max part colour of `probs` [K+1, h, w] (channel 0 background) over `image`
-    [H, W, 3], with opacity proportional to the winning probability; background pixels untouched."""
+def colour_probs(image: np.ndarray, probs: np.ndarray, alpha: float = 0.7, floor: float = 0.5) -> np.ndarray:
+    """Blend the arg-max part colour of `probs` [C, h, w] (channel 0 background) over `image` [H, W, 3];
+    background pixels stay untouched. Opacity is `alpha * (floor + (1 - floor) * c)` with c the winning
+    probability rescaled from chance (1 / C) to certainty, so a part is visible even where a young model
+    is unsure (a plain `alpha * p` left early-training overlays almost invisible)."""
     h, w = image.shape[:2]
     up = torch.nn.functional.interpolate(torch.from_numpy(probs)[None], size=(h, w), mode="bilinear",
                                          align_corners=False)[0].numpy()
     winner = up.argmax(0)
-    conf = up.max(0)[..., None] * (winner > 0)[..., None]
+    chance = 1.0 / up.shape[0]
+    c = np.clip((up.max(0) - chance) / (1.0 - chance), 0.0, 1.0)
+    opacity = (alpha * (floor + (1.0 - floor) * c) * (winner > 0))[..., None]
     colours = PART_COLOURS[np.minimum(winner, len(PART_COLOURS) - 1)]
-    out = image.astype(np.float32) * (1 - alpha * conf) + colours * alpha * conf
+    out = image.astype(np.float32) * (1 - opacity) + colours * opacity
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
