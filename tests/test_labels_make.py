@@ -197,3 +197,21 @@ def test_show_labels_grid(tmp_path):
     plain, head = np.array([128, 128, 128]), np.rint(0.5 * 128 + 0.5 * PALETTE[1])
     assert np.abs(arr[10, 20] - plain).max() <= 2  # first row, second cell: image b has no label
     assert np.abs(arr[10, 5] - head).max() <= 2 and np.abs(arr[40, 5] - head).max() <= 2  # a and c
+
+
+def test_sample_labels_a_seeded_subset_and_reports_it(tmp_path):
+    names = [f"{k:04d}_c1s1_000001_01" for k in range(1, 7)]
+    images = _images(tmp_path, names)
+    csv = _csv(tmp_path, {n: (Y, X) for n in names})
+    out = tmp_path / "labels"
+    report = make_labels({SPLIT: images}, "keypoints", out, keypoints_file=csv, workers=1, progress=False,
+                         sample=2, seed=3)
+    done = [p for p in images if label_path_for(out, SPLIT, p).is_file()]
+    assert len(done) == 2 and (report.images, report.labelled, report.sampled_from) == (2, 2, 6)
+    assert "a random sample of 6" in report.to_text()
+    again = make_labels({SPLIT: images}, "keypoints", tmp_path / "again", keypoints_file=csv, workers=1,
+                        progress=False, sample=2, seed=3)
+    assert [p for p in images if label_path_for(tmp_path / "again", SPLIT, p).is_file()] == done
+    assert again.images == 2
+    with pytest.raises(LabelError, match="--sample 0"):
+        make_labels({SPLIT: images}, "keypoints", out, keypoints_file=csv, workers=1, progress=False, sample=0)

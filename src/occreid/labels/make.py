@@ -41,6 +41,7 @@ class CoverageReport:
     part_visible: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ATOMIC_PARTS, 0))
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    sampled_from: int | None = None  # images in the splits when only a sample was labelled
 
     @property
     def part_fraction(self) -> dict[str, float]:
@@ -60,6 +61,7 @@ class CoverageReport:
             "part_visible": dict(self.part_visible),
             "part_fraction": self.part_fraction,
             "seconds": round(self.seconds, 3),
+            "sampled_from": self.sampled_from,
             "errors": list(self.errors),
         }
 
@@ -67,7 +69,8 @@ class CoverageReport:
         pct = 100.0 * self.labelled / self.images if self.images else 0.0
         lines = [
             f"part labels from {self.source}: {self.labelled} / {self.images} images labelled ({pct:.1f} %), "
-            f"{self.reused} of them kept from an earlier run, in {self.seconds:.1f} s",
+            f"{self.reused} of them kept from an earlier run, in {self.seconds:.1f} s"
+            + (f" (a random sample of {self.sampled_from})" if self.sampled_from not in (None, self.images) else ""),
             f"  no entry / no detection: {self.no_source}, no part visible: {self.empty}, failed: {self.failed}",
             "  part visible in (fraction of all images):",
         ]
@@ -221,6 +224,8 @@ def make_labels(
     threshold: float = 0.3,
     overwrite: bool = False,
     mediapipe_options: Mapping[str, Any] | None = None,
+    sample: int | None = None,
+    seed: int = 0,
 ) -> CoverageReport:
     """Write the canonical label of every image at `label_path_for(out_root, split folder, image)`.
 
@@ -228,7 +233,8 @@ def make_labels(
     (needs keypoints_file), "pifpaf" or "lip" (need masks_dir = `<dataset>/masks/<name>`) or
     "mediapipe". Existing outputs are kept unless `overwrite`. The report is also written to
     `<out_root>/coverage.json`. workers > 1 runs spawned processes, so a script calling this must
-    do so under `if __name__ == "__main__":`.
+    do so under `if __name__ == "__main__":`. `sample=N` labels only a seeded random N of the images
+    (to estimate coverage and time before a long run; a later full run keeps them).
     """
     if source not in SOURCES:
         raise LabelError(f"unknown label source {source!r}; expected one of {SOURCES}")
@@ -238,6 +244,12 @@ def make_labels(
         for split, images in records_by_split.items()
         for image in images
     ]
+    sampled_from = len(triples)
+    if sample is not None and sample < len(triples):
+        if sample < 1:
+            raise LabelError(f"--sample {sample}: expected a positive number of images")
+        pick = np.sort(np.random.default_rng(seed).choice(len(triples), size=sample, replace=False))
+        triples = [triples[i] for i in pick]
     if source == "keypoints":
         if keypoints_file is None:
             raise LabelError("source 'keypoints' needs a keypoint file (keypoints_file=...)")
@@ -254,7 +266,7 @@ def make_labels(
     options = {"min_conf": min_conf, "threshold": threshold, "overwrite": overwrite,
                "mediapipe": dict(mediapipe_options or {})}  # fmt: skip
     chunks = [(jobs[i : i + _CHUNK], source, options) for i in range(0, len(jobs), _CHUNK)]
-    report = CoverageReport(source=source, images=len(jobs))
+    report = CoverageReport(source=source, images=len(jobs), sampled_from=sampled_from)
     from tqdm import tqdm
 
     with tqdm(total=len(jobs), desc=f"labels ({source})", unit="img", disable=not progress) as bar:
