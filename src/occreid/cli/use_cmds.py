@@ -54,7 +54,7 @@ def register(sub) -> None:
     b.add_argument("--nlist", type=int, default=None, help="IVF lists (default ~sqrt(N))")
     b.add_argument("--nprobe", type=int, default=None,
                    help="IVF lists probed per query (default: --nprobe-fraction of the lists)")
-    b.add_argument("--nprobe-fraction", type=float, default=None, help="default nprobe as a fraction of nlist (0.25)")
+    b.add_argument("--nprobe-fraction", type=float, default=0.25, help="default nprobe as a fraction of nlist")
     b.add_argument("--ef-search", type=int, default=128, help="HNSW search depth")
     b.add_argument("--embedding", default=None, help="embedding for candidates (default: the method's)")
     b.add_argument("--far", type=float, default=1e-3, help="FAR of the stored search threshold")
@@ -128,9 +128,8 @@ def run_extract(args) -> int:
 def run_index_build(args) -> int:
     from occreid.inference.index import GalleryIndex, IndexOptions
 
-    extra = {} if args.nprobe_fraction is None else {"nprobe_fraction": args.nprobe_fraction}
     opts = IndexOptions(kind=args.kind, flat_max=args.flat_max, nlist=args.nlist, nprobe=args.nprobe,
-                        ef_search=args.ef_search, far=args.far, **extra)
+                        nprobe_fraction=args.nprobe_fraction, ef_search=args.ef_search, far=args.far)
     idx = GalleryIndex.build(args.features, args.out, opts, key=args.embedding,
                              labelled=not args.no_threshold)
     m = idx.meta
