@@ -35,6 +35,9 @@ def register(sub) -> None:
     m.add_argument("--workers", type=int, default=2)
     m.add_argument("--min-conf", type=float, default=0.1, help="keypoint confidence below which a joint is absent")
     m.add_argument("--overwrite", action="store_true", help="redo images that already have a label")
+    m.add_argument("--mediapipe-mode", default="crop", choices=["crop", "detector"],
+                   help="crop: the crop is the person's region (default); detector: BlazePose's own person "
+                        "detector (see docs/labels.md)")
     m.add_argument("--sample", type=int, default=None,
                    help="label only a seeded random N images (estimate coverage and time first)")
     m.set_defaults(handler=run_make)
@@ -79,6 +82,7 @@ def run_make(args) -> int:
     report = make_labels(
         by_folder, args.source, out, keypoints_file=args.keypoints_file, masks_dir=args.masks_dir,
         workers=args.workers, min_conf=args.min_conf, overwrite=args.overwrite, sample=args.sample,
+        mediapipe_options={"mode": args.mediapipe_mode} if args.source == "mediapipe" else None,
     )
     print(report.to_text())
     print(f"labels: {out}" + ("" if not args.out else f"  (train with data.labels_root={out})"))
