@@ -91,6 +91,15 @@ def test_flip_then_group_uses_mirrored_parts(tmp_path: Path) -> None:
     assert label[12, 1].item() == 5
 
 
+def test_five_v_bands_are_cut_on_the_item_label(tmp_path: Path) -> None:
+    ds = _dataset(tmp_path, JointTransform([Normalize([0, 0, 0], [1, 1, 1])]), grouping="five_v")
+    label = ds[0]["label"]
+    # the arm band spans rows 4..9 (middle 6.5): rows 4-6 upper torso (2), rows 7-9 lower torso (3)
+    assert label[4:7, 0:4].unique().tolist() == [2] and label[7:10, 0:4].unique().tolist() == [3]
+    assert label[0, 0].item() == 1 and label[12, 6].item() == 4  # head; right leg -> legs
+    assert label.dtype == torch.long
+
+
 def test_augmentation_reproducible_from_item_seed(tmp_path: Path) -> None:
     cfg = DataConfig(height=16, width=8, pad=2, erasing_prob=0.5)
     ds = _dataset(tmp_path, build_transforms(cfg, train=True))

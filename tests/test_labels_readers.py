@@ -225,7 +225,43 @@ def test_groupings_match_bpbreid_and_head_first():
     assert group_label(atomic, "eight").tolist() == [[0, 1, 4, 2, 3, 5, 6, 7, 8]]
     # BPBReID `five`: head, arms, torso, legs, feet
     assert group_label(atomic, "five").tolist() == [[0, 1, 3, 2, 2, 4, 4, 5, 5]]
-    with pytest.raises(LabelError, match="five_v.*'five'"):
-        grouping_lut("five_v")
+    with pytest.raises(LabelError, match="unknown part grouping"):
+        grouping_lut("six_v")
     for name in GROUPINGS:
         assert grouping_lut(name)[HEAD] == 1
+
+
+def test_five_v_cuts_torso_and_arms_at_the_middle_row_of_their_extent():
+    # BPBReID `five_v`: head, upper torso (+ upper arms), lower torso (+ forearms), legs, feet
+    assert part_names("five_v") == ["head", "upper_torso", "lower_torso", "legs", "feet"]
+    a = {n: i + 1 for i, n in enumerate(
+        ["head", "torso", "left_arm", "right_arm", "left_leg", "right_leg", "left_foot", "right_foot"])}
+    m = np.zeros((12, 3), np.uint8)
+    m[0:2, 1] = a["head"]
+    m[2:8, 1] = a["torso"]
+    m[2:7, 0] = a["left_arm"]
+    m[3:9, 2] = a["right_arm"]  # the band spans rows 2..8, so its middle is row 5
+    m[9:11, 1] = a["left_leg"]
+    m[11, 1] = a["right_foot"]
+    want = np.zeros_like(m)
+    for r in range(12):
+        for c in range(3):
+            v = m[r, c]
+            if v == a["head"]:
+                want[r, c] = 1
+            elif v in (a["torso"], a["left_arm"], a["right_arm"]):
+                want[r, c] = 2 if r <= 5 else 3
+            elif v == a["left_leg"]:
+                want[r, c] = 4
+            elif v == a["right_foot"]:
+                want[r, c] = 5
+    got = group_label(m, "five_v")
+    assert got.tolist() == want.tolist()
+    # batched maps are split per map: a second map whose band is rows 0..1 splits at row 0.5
+    m2 = np.zeros_like(m)
+    m2[0:2, :] = a["torso"]
+    both = group_label(np.stack([m, m2]), "five_v")
+    assert both[0].tolist() == want.tolist()
+    assert both[1, 0].tolist() == [2, 2, 2] and both[1, 1].tolist() == [3, 3, 3] and not both[1, 2:].any()
+    # no torso or arms at all: nothing to split, nothing breaks
+    assert group_label(np.zeros((4, 2), np.uint8), "five_v").tolist() == [[0, 0]] * 4

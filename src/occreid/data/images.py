@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from occreid.data.records import Record
 from occreid.errors import DatasetError
-from occreid.labels.format import grouping_lut, read_label
+from occreid.labels.format import SPLIT_BANDS, grouping_lut, read_label, split_bands
 
 Transform = Callable[[np.ndarray, np.ndarray | None, np.random.Generator | None], tuple[Any, Any]]
 
@@ -102,6 +102,8 @@ class ReidImageDataset(Dataset):
             label_t = torch.zeros(tensor.shape[1:], dtype=torch.long)
         elif self._lut is not None:
             label_t = self._lut[label_t.long()]
+            if self.grouping in SPLIT_BANDS:
+                label_t = torch.from_numpy(split_bands(label_t.numpy(), self.grouping))
         return {
             "image": tensor,
             "pid": record.pid,

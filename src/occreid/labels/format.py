@@ -73,17 +73,25 @@ GROUPINGS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("left_foot", ("left_foot",)),
         ("right_foot", ("right_foot",)),
     ),
+    # BPBReID's `five_v` (CombinePifPafIntoFiveVerticalParts): head, upper and lower torso-and-arms bands,
+    # legs, feet. The bands are cut at a row (SPLIT_BANDS), so `lower_torso` gets no atomic part here.
+    "five_v": (
+        ("head", ("head",)),
+        ("upper_torso", ("torso", "left_arm", "right_arm")),
+        ("lower_torso", ()),
+        ("legs", ("left_leg", "right_leg")),
+        ("feet", ("left_foot", "right_foot")),
+    ),
     "whole_body": (("body", ATOMIC_PARTS),),
 }
 
+# grouping -> (upper part, lower part): pixels of the upper part below the middle row of that part's
+# extent move to the lower part. For `five_v` the middle of shoulders-to-hips sits near the elbows, where
+# BPBReID's upper band (shoulders, upper arms) meets its lower one (forearms, hips).
+SPLIT_BANDS: dict[str, tuple[int, int]] = {"five_v": (2, 3)}
+
 # Groupings of other toolkits that atomic labels cannot express, with the reason and the alternative.
-UNSUPPORTED_GROUPINGS = {
-    "five_v": (
-        "BPBReID's `five_v` (CombinePifPafIntoFiveVerticalParts) cuts the torso and arms into an upper "
-        "(shoulders, upper arms) and a lower (forearms, hips) band, which atomic part labels cannot "
-        "express; use 'five' (head, arms, torso, legs, feet) instead"
-    ),
-}
+UNSUPPORTED_GROUPINGS: dict[str, str] = {}
 
 
 def grouping_lut(grouping: str) -> np.ndarray:
@@ -100,8 +108,29 @@ def grouping_lut(grouping: str) -> np.ndarray:
 
 
 def group_label(index_map: np.ndarray, grouping: str) -> np.ndarray:
-    """Map an atomic index map to the K parts of `grouping` (+ background 0)."""
-    return grouping_lut(grouping)[index_map]
+    """Map atomic index maps [..., H, W] to the K parts of `grouping` (+ background 0)."""
+    grouped = grouping_lut(grouping)[index_map]
+    return split_bands(grouped, grouping)
+
+
+def split_bands(grouped: np.ndarray, grouping: str) -> np.ndarray:
+    """Apply the grouping's row split (SPLIT_BANDS) to grouped maps [..., H, W]; others pass through.
+
+    Per map, rows holding the upper part span [top, bottom]; its pixels in rows > (top + bottom) / 2
+    become the lower part."""
+    if grouping not in SPLIT_BANDS:
+        return grouped
+    upper, lower = SPLIT_BANDS[grouping]
+    part = grouped == upper
+    rows = part.any(axis=-1)  # [..., H]
+    h = rows.shape[-1]
+    top = rows.argmax(axis=-1)
+    bottom = h - 1 - rows[..., ::-1].argmax(axis=-1)
+    mid = (top + bottom) / 2.0
+    below = np.arange(h) > mid[..., None]  # [..., H]
+    out = grouped.copy()
+    out[part & below[..., None]] = lower
+    return out
 
 
 def part_names(grouping: str) -> list[str]:
