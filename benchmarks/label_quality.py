@@ -10,9 +10,9 @@ Needs the `pose` extra. For each MediaPipe mode it reports, against each referen
 - per-part IoU (pixels summed over images, undetected images counted as all background) of the
   MediaPipe label (rasterised, cut by its person mask) against the reference label.
 Reference sets: Market-1501 train with its OpenPose-18 CSV (a seeded sample of images with >= 8 joints;
-the reference label is rasterised from the CSV joints, so IoU measures agreement, not truth), the
-mini Occluded-Duke queries with the DukeMTMC-Pose OpenPose-18 JSON, and rendered synthetic people with
-their exact labels.
+the reference label is rasterised from the file's joints, so IoU measures agreement, not truth); the
+mini sets' keypoint files (Occluded-Duke queries with the DukeMTMC-Pose OpenPose-18 JSON and AlphaPose
+JSON, Market-1501 with the pose-gan OpenPose CSV); rendered synthetic people with their exact labels.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image
 
 from occreid.labels.format import ATOMIC_PARTS, read_label
-from occreid.labels.keypoint_files import read_openpose18_csv, read_openpose18_json
-from occreid.labels.keypoints import Keypoints
+from occreid.labels.keypoint_files import read_openpose18_csv, read_openpose18_json, read_people_json
+from occreid.labels.keypoints import Keypoints, select_person
 from occreid.labels.mediapipe_pose import MediaPipePose
 from occreid.labels.quality import confusion, part_iou
 from occreid.labels.rasterise import rasterise_keypoints
@@ -113,6 +113,24 @@ def main() -> None:
     if duke_json.is_file():
         sets["mini Occluded-Duke query vs DukeMTMC-Pose"] = keypoint_set(
             sorted((mini / "query").glob("*.jpg")), read_openpose18_json(duke_json), None)
+    mini_market = root / "mini" / "Market-1501"
+    market_csv = mini_market / "keypoints_openpose18_pose-gan_market-annotation_subset.csv"
+    if market_csv.is_file():
+        images = sorted(mini_market.glob("*/*.jpg"))
+        sets["mini Market-1501 vs pose-gan OpenPose CSV"] = keypoint_set(images, read_openpose18_csv(market_csv), None)
+    alphapose = mini / "keypoints_alphapose_sep-json"
+    if alphapose.is_dir():
+        table = {}
+        for js in sorted(alphapose.glob("*.json")):
+            people, target = read_people_json(js)
+            image = next(iter(sorted(mini.glob(f"*/{js.stem}.jpg"))), None)
+            if image is not None:
+                h, w = _load_rgb(image).shape[:2]
+                person = people[target] if target is not None else select_person(people, (h, w))
+                if person is not None:
+                    table[image.name] = person
+        images = sorted(mini.glob("*/*.jpg"))
+        sets["mini Occluded-Duke vs AlphaPose JSON"] = keypoint_set(images, table, None)
     tmp = tempfile.TemporaryDirectory()
     if args.synthetic:
         sets["synthetic vs exact labels"] = synthetic_set(args.synthetic, Path(tmp.name) / "syn")
