@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from occreid.data.records import Record
 from occreid.errors import DatasetError
-from occreid.labels.format import SPLIT_BANDS, grouping_lut, read_label, split_bands
+from occreid.labels.format import group_label, grouping_lut, read_label
 
 Transform = Callable[[np.ndarray, np.ndarray | None, np.random.Generator | None], tuple[Any, Any]]
 
@@ -65,7 +65,8 @@ class ReidImageDataset(Dataset):
         self.train = train
         self.seed = int(seed)
         self.epoch = 0
-        self._lut = None if grouping is None else torch.from_numpy(grouping_lut(grouping).astype(np.int64))
+        if grouping is not None:
+            grouping_lut(grouping)  # an unknown grouping fails here, not in a worker
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch used to seed items requested by a plain integer index."""
@@ -100,10 +101,8 @@ class ReidImageDataset(Dataset):
         tensor, label_t = self.transform(image, label, rng)
         if label_t is None:
             label_t = torch.zeros(tensor.shape[1:], dtype=torch.long)
-        elif self._lut is not None:
-            label_t = self._lut[label_t.long()]
-            if self.grouping in SPLIT_BANDS:
-                label_t = torch.from_numpy(split_bands(label_t.numpy(), self.grouping))
+        elif self.grouping is not None:
+            label_t = torch.from_numpy(group_label(label_t.long().numpy(), self.grouping))
         return {
             "image": tensor,
             "pid": record.pid,

@@ -90,14 +90,9 @@ GROUPINGS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
 # BPBReID's upper band (shoulders, upper arms) meets its lower one (forearms, hips).
 SPLIT_BANDS: dict[str, tuple[int, int]] = {"five_v": (2, 3)}
 
-# Groupings of other toolkits that atomic labels cannot express, with the reason and the alternative.
-UNSUPPORTED_GROUPINGS: dict[str, str] = {}
-
 
 def grouping_lut(grouping: str) -> np.ndarray:
     """Look-up table atomic index (0..8) -> grouped index (0..K), background stays 0."""
-    if grouping in UNSUPPORTED_GROUPINGS:
-        raise LabelError(f"part grouping {grouping!r} is not available: {UNSUPPORTED_GROUPINGS[grouping]}")
     if grouping not in GROUPINGS:
         raise LabelError(f"unknown part grouping {grouping!r}; expected one of {sorted(GROUPINGS)}")
     lut = np.zeros(len(ATOMIC_PARTS) + 1, dtype=np.uint8)

@@ -90,6 +90,7 @@ class MediaPipePose:
         if mode == "crop":
             from google.protobuf import text_format
             from mediapipe.framework import calculator_pb2
+            from mediapipe.framework.formats import rect_pb2
             from mediapipe.python import solution_base
 
             graph = text_format.Parse(_BY_ROI_GRAPH, calculator_pb2.CalculatorGraphConfig())
@@ -97,8 +98,6 @@ class MediaPipePose:
                 graph_config=graph, outputs=["landmarks", "mask"],
                 side_inputs={"model_complexity": model_complexity, "enable_segmentation": True},
             )
-            from mediapipe.framework.formats import rect_pb2
-
             self._rect = rect_pb2.NormalizedRect
         else:
             self._pose = mp.solutions.pose.Pose(
