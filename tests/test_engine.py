@@ -127,3 +127,38 @@ def test_grad_accumulation_and_clipping_run(tiny_market, tmp_path):
     res = Trainer(cfg).fit()
     after = res.model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+
+
+def _pid_of(path) -> int:
+    return int(Path(path).name.split("_")[0])
+
+
+def test_validation_split_holds_out_training_ids_and_selects_best_on_them(tiny_market, tmp_path):
+    """data.val_ids carves identities out of train (never the test set); eval_every scores them and
+    keeps best.pt at the best validation mAP."""
+    from occreid.engine.evaluate import evaluate_records
+    from occreid.engine.trainer import split_validation
+
+    cfg = load_config(None, small_overrides(
+        tiny_market, tmp_path / "run", **{"data.val_ids": 3, "train.eval_every": 2, "train.max_iters": 4}
+    ))
+    trainer = Trainer(cfg)
+    held = {_pid_of(r.path) for r in trainer.val_records}
+    trained = {_pid_of(r.path) for r in trainer.train_records}
+    assert len(held) == 3 and len(trained) == 5 and not held & trained
+    assert held <= set(range(1, 9))  # training identities of the fixture, not its test ids 100+
+    assert trainer.num_classes == 5 and {r.pid for r in trainer.train_records} == set(range(5))
+
+    trainer.fit()
+    lines = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    val = [ln for ln in lines if "val_mAP" in ln]
+    assert [ln["iter"] for ln in val] == [2, 4]
+    best_iter = max(val, key=lambda ln: ln["val_mAP"])["iter"]  # first maximum wins ties
+    assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["iteration"] == best_iter
+
+    # leave-one-out with the Market rule: every held-out image is a query (3 ids x 2 cams x 4 images),
+    # each with its 4 cross-camera mates as positives and its own camera's images as junk
+    q, g = split_validation(trainer.val_records)
+    res = evaluate_records(trainer.model, cfg, q, g, device=torch.device("cpu"), progress=False)
+    assert res["num_valid_queries"] == 24 and res["num_skipped_queries"] == 0
+    assert (res["num_positives"] == 4).all()
