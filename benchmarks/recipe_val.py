@@ -1,0 +1,89 @@
+"""Compare training-recipe candidates on a validation split carved from the training identities.
+
+Each candidate is one `occreid train` run of the same config plus its overrides, with `data.val_ids`
+identities held out and scored every `--eval-every` iterations (leave-one-out, Market rule); the test
+set is never touched (`--no-eval`). Finished runs are kept, so re-running the script only trains what
+is missing. Prints a Markdown table and writes it, with the raw numbers, under `--out`.
+
+    python benchmarks/recipe_val.py --config configs/protocols/cpu_occduke/bot.yaml \\
+        --set data.root=/work/shared/data --iters 645 \\
+        --candidate baseline= --candidate no_wd=train.weight_decay=0 \\
+        --candidate no_center=method.center_weight=0 --candidate pad5=data.pad=5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def parse_candidate(text: str) -> tuple[str, list[str]]:
+    """`name=key=value,key=value` (or `name=` for the unchanged config) -> (name, overrides)."""
+    name, _, rest = text.partition("=")
+    if not name:
+        raise SystemExit(f"--candidate {text!r}: expected NAME=key=value[,key=value...] or NAME=")
+    return name, [o for o in rest.split(",") if o]
+
+
+def val_records(run: Path) -> list[dict]:
+    f = run / "metrics.jsonl"
+    if not f.is_file():
+        return []
+    return [r for r in map(json.loads, f.read_text().splitlines()) if "val_mAP" in r]
+
+
+def finished(run: Path, iters: int) -> bool:
+    return any(r["iter"] == iters for r in val_records(run))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--candidate", action="append", required=True, help="NAME=key=value[,key=value...]")
+    ap.add_argument("--set", action="append", default=[], help="override shared by every candidate")
+    ap.add_argument("--iters", type=int, required=True, help="train.max_iters of every candidate")
+    ap.add_argument("--val-ids", type=int, default=100)
+    ap.add_argument("--eval-every", type=int, default=0, help="default: half and end of the run")
+    ap.add_argument("--out", default="runs/recipe_val")
+    args = ap.parse_args()
+
+    every = args.eval_every or max(1, args.iters // 2)
+    out = Path(args.out)
+    rows = []
+    for name, overrides in map(parse_candidate, args.candidate):
+        run = out / name
+        if not finished(run, args.iters):
+            resume = (run / "last.pt").is_file()
+            cmd = [sys.executable, "-m", "occreid", "train", "--no-eval"]
+            cmd += ["--resume", str(run)] if resume else ["--config", args.config]
+            if not resume:
+                cmd += [*args.set, *overrides, f"train.max_iters={args.iters}", f"data.val_ids={args.val_ids}",
+                        f"train.eval_every={every}", f"run.out={run}", "run.progress=false"]
+            print("+", " ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True)
+        recs = val_records(run)
+        last = recs[-1]
+        rows.append({"candidate": name, "overrides": overrides, "iters": last["iter"],
+                     "val_rank1": last["val_rank1"], "val_mAP": last["val_mAP"],
+                     "curve": [(r["iter"], r["val_rank1"], r["val_mAP"]) for r in recs]})
+
+    lines = [f"Validation: {args.val_ids} held-out training identities, leave-one-out, Market rule; "
+             f"{args.iters} iterations; config {args.config}", "",
+             "| candidate | overrides | val rank-1 | val mAP | curve (iter: R1 / mAP) |", "|---|---|---|---|---|"]
+    for r in rows:
+        curve = "; ".join(f"{i}: {100 * a:.1f} / {100 * m:.1f}" for i, a, m in r["curve"])
+        lines.append(f"| {r['candidate']} | {' '.join(r['overrides']) or '-'} | {100 * r['val_rank1']:.1f} | "
+                     f"{100 * r['val_mAP']:.1f} | {curve} |")
+    table = "\n".join(lines)
+    print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text(table + "\n")
+    (out / "summary.json").write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
