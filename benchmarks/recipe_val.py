@@ -28,15 +28,18 @@ def parse_candidate(text: str) -> tuple[str, list[str]]:
     return name, [o for o in rest.split(",") if o]
 
 
-def val_records(run: Path) -> list[dict]:
+def records(run: Path) -> list[dict]:
     f = run / "metrics.jsonl"
-    if not f.is_file():
-        return []
-    return [r for r in map(json.loads, f.read_text().splitlines()) if "val_mAP" in r]
+    return [json.loads(ln) for ln in f.read_text().splitlines()] if f.is_file() else []
+
+
+def val_records(run: Path) -> list[dict]:
+    return [r for r in records(run) if "val_mAP" in r]
 
 
 def finished(run: Path, iters: int) -> bool:
-    return any(r["iter"] == iters for r in val_records(run))
+    """Trained to `iters` (the last validation may fall a few iterations before the end)."""
+    return any(r.get("iter") == iters and "loss" in r for r in records(run)) and bool(val_records(run))
 
 
 def main() -> int:
@@ -50,7 +53,7 @@ def main() -> int:
     ap.add_argument("--out", default="runs/recipe_val")
     args = ap.parse_args()
 
-    every = args.eval_every or max(1, args.iters // 2)
+    every = args.eval_every or max(1, args.iters // 2)  # evaluations at every multiple of it
     out = Path(args.out)
     rows = []
     for name, overrides in map(parse_candidate, args.candidate):
