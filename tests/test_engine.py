@@ -140,7 +140,7 @@ def test_validation_split_holds_out_training_ids_and_selects_best_on_them(tiny_m
     from occreid.engine.trainer import split_validation
 
     cfg = load_config(None, small_overrides(
-        tiny_market, tmp_path / "run", **{"data.val_ids": 3, "train.eval_every": 2, "train.max_iters": 4}
+        tiny_market, tmp_path / "run", **{"data.val_ids": 3, "train.eval_every": 2, "train.max_iters": 5}
     ))
     trainer = Trainer(cfg)
     held = {_pid_of(r.path) for r in trainer.val_records}
@@ -152,7 +152,7 @@ def test_validation_split_holds_out_training_ids_and_selects_best_on_them(tiny_m
     trainer.fit()
     lines = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     val = [ln for ln in lines if "val_mAP" in ln]
-    assert [ln["iter"] for ln in val] == [2, 4]
+    assert [ln["iter"] for ln in val] == [2, 4, 5]  # and once more at the last iteration
     best_iter = max(val, key=lambda ln: ln["val_mAP"])["iter"]  # first maximum wins ties
     assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["iteration"] == best_iter
 

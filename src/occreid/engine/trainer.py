@@ -304,8 +304,9 @@ class Trainer:
                 bar.set_postfix(loss=f"{last_loss:.3f}")
             if t.checkpoint_every and self.iteration % t.checkpoint_every == 0:
                 self.save()
-            if t.eval_every and self.val_records and self.iteration % t.eval_every == 0:
-                self.validate()
+            at_end = self.iteration == self.total_iters
+            if t.eval_every and self.val_records and (self.iteration % t.eval_every == 0 or at_end):
+                self.validate()  # also at the last iteration, so best.pt can be the final model
             if stop_after is not None and self.iteration - start >= stop_after:
                 break
         bar.close()
