@@ -55,7 +55,9 @@ def evaluate_records(
     di = dist_info or current_dist_info()
     shard = {"rank": di.rank, "world_size": di.world_size}
     qf = extract_features(model, query, cfg, device=device, progress=progress and di.is_main, **shard)
-    gf = extract_features(model, gallery, cfg, device=device, progress=progress and di.is_main, **shard)
+    gf = qf if gallery is query else extract_features(  # leave-one-out validation: one extraction
+        model, gallery, cfg, device=device, progress=progress and di.is_main, **shard
+    )
     if not di.is_main:
         return None
     dist = compute_distances(cfg, qf, gf, rerank=rerank)

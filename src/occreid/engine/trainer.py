@@ -338,9 +338,11 @@ def split_validation(records: list[Record]) -> tuple[list[Record], list[Record]]
 
     Query and gallery are the same records with their cameras, so the Market rule drops each query's
     own image and its same-camera mates as junk and scores cross-camera matches only. This uses every
-    held-out image as a query (one query per identity, the earlier rule, gave a noisy rank-1).
+    held-out image as a query (one query per identity, the earlier rule, gave a noisy rank-1). The same
+    list is returned twice, so its features are extracted once.
     """
-    return list(records), list(records)
+    both = list(records)
+    return both, both
 
 
 def terms_text(terms: dict) -> str:
