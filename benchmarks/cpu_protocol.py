@@ -1,0 +1,138 @@
+"""Run table B1 (the reference CPU protocol) as a resumable queue and print its table.
+
+Each (method, seed) is one `occreid train` of `configs/protocols/cpu_occduke/<method>.yaml` in
+`--out/<name>`, evaluated on the full Occluded-Duke query / gallery at the end. The queue is safe to kill
+and re-run: a finished run (its `eval/occluded_duke/metrics.json` exists) is skipped, a stopped one is
+resumed from its last checkpoint, and a run whose training finished but whose evaluation did not is only
+evaluated. `--table-only` trains nothing and prints what is finished, with the mean and half the range
+over seeds for every method that has two or more.
+
+    python benchmarks/cpu_protocol.py --data /work/shared/data --labels runs/labels/occduke_mediapipe \\
+        --methods bot pabreid --seeds 0 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "protocols" / "cpu_occduke"
+PART_LABELLED = {"amdnet", "pabreid", "sgsfa"}  # methods trained with part labels (data.labels_root)
+METRICS = ("rank1", "rank5", "mAP", "mINP")
+
+
+def run_dir(out: Path, name: str, method: str, seed: int) -> Path:
+    return out / name.format(method=method, seed=seed)
+
+
+def test_metrics(run: Path) -> dict | None:
+    f = run / "eval" / "occluded_duke" / "metrics.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def trained_iters(run: Path) -> int:
+    f = run / "metrics.jsonl"
+    if not f.is_file():
+        return 0
+    iters = [json.loads(ln).get("iter", 0) for ln in f.read_text().splitlines() if ln.strip()]
+    return max(iters, default=0)
+
+
+def train_minutes(run: Path) -> float | None:
+    """Minutes between the first and last logged iteration, scaled to the whole run (resumes excluded)."""
+    f = run / "metrics.jsonl"
+    if not f.is_file():
+        return None
+    recs = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
+    recs = [r for r in recs if "time" in r and "loss" in r]
+    steps = [(b["time"] - a["time"]) / (b["iter"] - a["iter"]) for a, b in zip(recs, recs[1:])
+             if b["iter"] > a["iter"] and b["time"] > a["time"]]
+    if not steps:
+        return None
+    steps.sort()
+    return steps[len(steps) // 2] * recs[-1]["iter"] / 60  # median step time ignores the gaps of a resume
+
+
+def commands(run: Path, method: str, seed: int, args) -> list[list[str]]:
+    """What is left to do for one run: train (new or resumed) and evaluate, or only evaluate."""
+    occreid = [sys.executable, "-m", "occreid"]
+    if test_metrics(run) is not None:
+        return []
+    max_iters = None
+    if (run / "config.yaml").is_file():
+        import yaml
+
+        max_iters = yaml.safe_load((run / "config.yaml").read_text())["train"]["max_iters"]
+    if max_iters is not None and trained_iters(run) >= max_iters and (run / "last.pt").is_file():
+        return [[*occreid, "eval", "--checkpoint", str(run / "last.pt")]]
+    if (run / "last.pt").is_file():
+        return [[*occreid, "train", "--resume", str(run)]]
+    overrides = [f"data.root={args.data}", f"train.seed={seed}", f"run.out={run}", "run.progress=false"]
+    if method in PART_LABELLED:
+        if not args.labels:
+            raise SystemExit(f"{method} trains with part labels: give --labels DIR "
+                             "(made by `occreid labels make --source mediapipe --splits train`)")
+        overrides.append(f"data.labels_root={args.labels}")
+    return [[*occreid, "train", "--config", str(CONFIGS / f"{method}.yaml"), *overrides, *args.set]]
+
+
+def table(out: Path, name: str, methods: list[str], seeds: list[int]) -> str:
+    """Markdown: one row per finished run, then mean +- half the range per method with 2+ seeds."""
+    lines = ["| method | seed | train min | rank-1 | rank-5 | mAP | mINP |", "|---|---|---|---|---|---|---|"]
+    for method in methods:
+        done = []
+        for seed in seeds:
+            run = run_dir(out, name, method, seed)
+            m = test_metrics(run)
+            if m is None:
+                lines.append(f"| `{method}` | {seed} | - | not finished ({trained_iters(run)} iterations) | | | |")
+                continue
+            done.append(m)
+            minutes = train_minutes(run)
+            vals = " | ".join(f"{100 * m[k]:.1f}" for k in METRICS)
+            lines.append(f"| `{method}` | {seed} | {'-' if minutes is None else f'{minutes:.0f}'} | {vals} |")
+        if len(done) >= 2:
+            cells = []
+            for k in METRICS:
+                v = [100 * m[k] for m in done]
+                cells.append(f"{sum(v) / len(v):.2f} ± {(max(v) - min(v)) / 2:.2f}")
+            lines.append(f"| `{method}` | mean of {len(done)} (± half range) | | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--methods", nargs="+", default=["bot", "pabreid", "sgsfa", "amdnet", "pan", "ocnet", "pcb"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--data", help="data root holding Occluded_Duke (OCCREID_DATA)")
+    ap.add_argument("--labels", help="MediaPipe part labels of Occluded-Duke train, for amdnet / pabreid / sgsfa")
+    ap.add_argument("--out", default="runs/cpu_occduke")
+    ap.add_argument("--name", default="{method}_seed{seed}", help="run folder name under --out")
+    ap.add_argument("--set", action="append", default=[], help="extra override for new runs")
+    ap.add_argument("--table-only", action="store_true", help="train nothing; print the table of finished runs")
+    args = ap.parse_args()
+
+    unknown = [m for m in args.methods if not (CONFIGS / f"{m}.yaml").is_file()]
+    if unknown:
+        raise SystemExit(f"no protocol config for {unknown}; known: {sorted(p.stem for p in CONFIGS.glob('*.yaml'))}")
+    out = Path(args.out)
+    if not args.table_only:
+        if not args.data:
+            raise SystemExit("give --data ROOT (the folder holding Occluded_Duke), or --table-only")
+        for method in args.methods:
+            for seed in args.seeds:
+                for cmd in commands(run_dir(out, args.name, method, seed), method, seed, args):
+                    print("+", " ".join(cmd), flush=True)
+                    subprocess.run(cmd, check=True)
+    text = table(out, args.name, args.methods, args.seeds)
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
