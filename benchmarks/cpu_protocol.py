@@ -3,9 +3,9 @@
 Each (method, seed) is one `occreid train` of `configs/protocols/cpu_occduke/<method>.yaml` in
 `--out/<name>`, evaluated on the full Occluded-Duke query / gallery at the end. The queue is safe to kill
 and re-run: a finished run (its `eval/occluded_duke/metrics.json` exists) is skipped, a stopped one is
-resumed from its last checkpoint, and a run whose training finished but whose evaluation did not is only
-evaluated. `--table-only` trains nothing and prints what is finished, with the mean and half the range
-over seeds for every method that has two or more.
+resumed from its last checkpoint (a run whose training finished but whose evaluation did not resumes to
+the end at once and is evaluated). `--table-only` trains nothing and prints what is finished, with the
+mean and half the range over seeds for every method that has two or more.
 
     python benchmarks/cpu_protocol.py --data /work/shared/data --labels runs/labels/occduke_mediapipe \\
         --methods bot pabreid --seeds 0 1
@@ -57,17 +57,11 @@ def train_minutes(run: Path) -> float | None:
 
 
 def commands(run: Path, method: str, seed: int, args) -> list[list[str]]:
-    """What is left to do for one run: train (new or resumed) and evaluate, or only evaluate."""
+    """What is left to do for one run: nothing, or train (new or resumed) and evaluate. A resumed run
+    that already trained to the end only saves and evaluates."""
     occreid = [sys.executable, "-m", "occreid"]
     if test_metrics(run) is not None:
         return []
-    max_iters = None
-    if (run / "config.yaml").is_file():
-        import yaml
-
-        max_iters = yaml.safe_load((run / "config.yaml").read_text())["train"]["max_iters"]
-    if max_iters is not None and trained_iters(run) >= max_iters and (run / "last.pt").is_file():
-        return [[*occreid, "eval", "--checkpoint", str(run / "last.pt")]]
     if (run / "last.pt").is_file():
         return [[*occreid, "train", "--resume", str(run)]]
     overrides = [f"data.root={args.data}", f"train.seed={seed}", f"run.out={run}", "run.progress=false"]
