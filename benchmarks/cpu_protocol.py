@@ -33,21 +33,18 @@ def test_metrics(run: Path) -> dict | None:
     return json.loads(f.read_text()) if f.is_file() else None
 
 
-def trained_iters(run: Path) -> int:
+def records(run: Path) -> list[dict]:
     f = run / "metrics.jsonl"
-    if not f.is_file():
-        return 0
-    iters = [json.loads(ln).get("iter", 0) for ln in f.read_text().splitlines() if ln.strip()]
-    return max(iters, default=0)
+    return [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()] if f.is_file() else []
+
+
+def trained_iters(run: Path) -> int:
+    return max((r.get("iter", 0) for r in records(run)), default=0)
 
 
 def train_minutes(run: Path) -> float | None:
     """Minutes between the first and last logged iteration, scaled to the whole run (resumes excluded)."""
-    f = run / "metrics.jsonl"
-    if not f.is_file():
-        return None
-    recs = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
-    recs = [r for r in recs if "time" in r and "loss" in r]
+    recs = [r for r in records(run) if "time" in r and "loss" in r]
     steps = [(b["time"] - a["time"]) / (b["iter"] - a["iter"]) for a, b in zip(recs, recs[1:])
              if b["iter"] > a["iter"] and b["time"] > a["time"]]
     if not steps:
@@ -56,21 +53,21 @@ def train_minutes(run: Path) -> float | None:
     return steps[len(steps) // 2] * recs[-1]["iter"] / 60  # median step time ignores the gaps of a resume
 
 
-def commands(run: Path, method: str, seed: int, args) -> list[list[str]]:
-    """What is left to do for one run: nothing, or train (new or resumed) and evaluate. A resumed run
-    that already trained to the end only saves and evaluates."""
+def command(run: Path, method: str, seed: int, args) -> list[str] | None:
+    """What is left to do for one run: nothing (None), or train (new or resumed) and evaluate. A resumed
+    run that already trained to the end only saves and evaluates."""
     occreid = [sys.executable, "-m", "occreid"]
     if test_metrics(run) is not None:
-        return []
+        return None
     if (run / "last.pt").is_file():
-        return [[*occreid, "train", "--resume", str(run)]]
+        return [*occreid, "train", "--resume", str(run)]
     overrides = [f"data.root={args.data}", f"train.seed={seed}", f"run.out={run}", "run.progress=false"]
     if method in PART_LABELLED:
         if not args.labels:
             raise SystemExit(f"{method} trains with part labels: give --labels DIR "
                              "(made by `occreid labels make --source mediapipe --splits train`)")
         overrides.append(f"data.labels_root={args.labels}")
-    return [[*occreid, "train", "--config", str(CONFIGS / f"{method}.yaml"), *overrides, *args.set]]
+    return [*occreid, "train", "--config", str(CONFIGS / f"{method}.yaml"), *overrides, *args.set]
 
 
 def table(out: Path, name: str, methods: list[str], seeds: list[int]) -> str:
@@ -109,16 +106,18 @@ def main() -> int:
     ap.add_argument("--table-only", action="store_true", help="train nothing; print the table of finished runs")
     args = ap.parse_args()
 
-    unknown = [m for m in args.methods if not (CONFIGS / f"{m}.yaml").is_file()]
+    known = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "base")
+    unknown = [m for m in args.methods if m not in known]
     if unknown:
-        raise SystemExit(f"no protocol config for {unknown}; known: {sorted(p.stem for p in CONFIGS.glob('*.yaml'))}")
+        raise SystemExit(f"no protocol config for {unknown}; known: {known}")
     out = Path(args.out)
     if not args.table_only:
         if not args.data:
             raise SystemExit("give --data ROOT (the folder holding Occluded_Duke), or --table-only")
         for method in args.methods:
             for seed in args.seeds:
-                for cmd in commands(run_dir(out, args.name, method, seed), method, seed, args):
+                cmd = command(run_dir(out, args.name, method, seed), method, seed, args)
+                if cmd:
                     print("+", " ".join(cmd), flush=True)
                     subprocess.run(cmd, check=True)
     text = table(out, args.name, args.methods, args.seeds)
