@@ -5,10 +5,18 @@ identities held out and scored every `--eval-every` iterations (leave-one-out, M
 set is never touched (`--no-eval`). Finished runs are kept, so re-running the script only trains what
 is missing. Prints a Markdown table and writes it, with the raw numbers, under `--out`.
 
+`--distance NAME=key=value,...` adds test-time candidates (a method's distance recipe: shared-part
+matching, normalisation, a weight): the held-out features of each trained run are extracted once from
+its final `last.pt` and scored under every distance candidate, so a recipe is chosen without the test set.
+
     python benchmarks/recipe_val.py --config configs/protocols/cpu_occduke/bot.yaml \\
         --set data.root=/work/shared/data --iters 645 \\
         --candidate baseline= --candidate no_wd=train.weight_decay=0 \\
         --candidate no_center=method.center_weight=0 --candidate pad5=data.pad=5
+
+    python benchmarks/recipe_val.py --config configs/protocols/cpu_occduke/sgsfa.yaml \\
+        --set data.root=/work/shared/data --iters 645 --candidate baseline= \\
+        --distance eq7_sum= --distance normalised=method.normalise_distance=true
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 
 def parse_candidate(text: str) -> tuple[str, list[str]]:
@@ -42,12 +52,42 @@ def finished(run: Path, iters: int) -> bool:
     return any(r.get("iter") == iters and "loss" in r for r in records(run)) and bool(val_records(run))
 
 
+def score_distances(run: Path, candidates: list[tuple[str, list[str]]]) -> list[dict]:
+    """Val rank-1 / mAP of the run's final model under each test-time override set (features once)."""
+    import torch
+
+    from occreid.config import apply_overrides, from_dict_config
+    from occreid.engine.checkpoint import load_checkpoint
+    from occreid.engine.evaluate import compute_distances, load_model
+    from occreid.engine.extract import extract_features
+    from occreid.engine.trainer import carve_validation, load_training_data, split_validation
+    from occreid.evaluation import rank_metrics
+
+    ckpt = load_checkpoint(run / "last.pt")
+    cfg = from_dict_config(ckpt["config"])
+    _, val = carve_validation(load_training_data(cfg).train, cfg.data.val_ids, cfg.train.seed)
+    query, _ = split_validation(val)
+    feats = extract_features(load_model(ckpt, cfg), query, cfg, device=torch.device("cpu"), progress=False)
+    pids = np.array([r.pid for r in query])
+    cams = np.array([r.camid for r in query])
+    rows = []
+    for name, overrides in candidates:
+        dist = compute_distances(from_dict_config(apply_overrides(ckpt["config"], overrides)), feats, feats,
+                                 rerank=False)
+        m = rank_metrics(dist, pids, pids, cams, cams)
+        rows.append({"distance": name, "overrides": overrides, "val_rank1": float(m["cmc"][0]),
+                     "val_mAP": float(m["mAP"])})
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True)
     ap.add_argument("--candidate", action="append", required=True, help="NAME=key=value[,key=value...]")
     ap.add_argument("--set", action="append", default=[], help="override shared by every candidate")
     ap.add_argument("--iters", type=int, required=True, help="train.max_iters of every candidate")
+    ap.add_argument("--distance", action="append", default=[],
+                    help="test-time candidate NAME=key=value[,...] scored on every run's held-out ids")
     ap.add_argument("--val-ids", type=int, default=100)
     ap.add_argument("--eval-every", type=int, default=0, help="default: half and end of the run")
     ap.add_argument("--out", default="runs/recipe_val")
@@ -72,6 +112,8 @@ def main() -> int:
         rows.append({"candidate": name, "overrides": overrides, "iters": last["iter"],
                      "val_rank1": last["val_rank1"], "val_mAP": last["val_mAP"],
                      "curve": [(r["iter"], r["val_rank1"], r["val_mAP"]) for r in recs]})
+        if args.distance:
+            rows[-1]["distances"] = score_distances(run, [parse_candidate(d) for d in args.distance])
 
     lines = [f"Validation: {args.val_ids} held-out training identities, leave-one-out, Market rule; "
              f"{args.iters} iterations; config {args.config}", "",
@@ -80,6 +122,12 @@ def main() -> int:
         curve = "; ".join(f"{i}: {100 * a:.1f} / {100 * m:.1f}" for i, a, m in r["curve"])
         lines.append(f"| {r['candidate']} | {' '.join(r['overrides']) or '-'} | {100 * r['val_rank1']:.1f} | "
                      f"{100 * r['val_mAP']:.1f} | {curve} |")
+    if args.distance:
+        lines += ["", "| candidate | distance | overrides | val rank-1 | val mAP |", "|---|---|---|---|---|"]
+        for r in rows:
+            for d in r["distances"]:
+                lines.append(f"| {r['candidate']} | {d['distance']} | {' '.join(d['overrides']) or '-'} | "
+                             f"{100 * d['val_rank1']:.1f} | {100 * d['val_mAP']:.1f} |")
     table = "\n".join(lines)
     print(table)
     out.mkdir(parents=True, exist_ok=True)

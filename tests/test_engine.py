@@ -17,7 +17,7 @@ import yaml
 from occreid.config import load_config
 from occreid.engine.checkpoint import load_checkpoint
 from occreid.engine.trainer import Trainer, TrainingDiverged
-from occreid.errors import CheckpointError
+from occreid.errors import CheckpointError, ConfigError
 
 
 def small_overrides(root: Path, out: Path, **extra) -> list[str]:
@@ -42,6 +42,21 @@ def test_short_run_writes_config_metrics_and_checkpoint(tiny_market, tmp_path):
     assert {"ce", "triplet", "center", "lr"} <= set(lines[0])
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)  # must not need pickle code
     assert ckpt["iteration"] == 3 and ckpt["config"]["model"]["name"] == "bot"
+
+
+def test_fresh_run_never_overwrites_a_checkpoint_and_starts_a_clean_log(tiny_market, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    stale = {"time": 0.0, "iter": 7, "loss": 9.9}  # a run killed before its first checkpoint
+    (run / "metrics.jsonl").write_text(json.dumps(stale) + "\n")
+    cfg = load_config(None, small_overrides(tiny_market, run, **{"train.max_iters": 2}))
+    Trainer(cfg).fit()
+    lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["iter"] for ln in lines] == [1, 2]
+    before = (run / "last.pt").read_bytes()
+    with pytest.raises(ConfigError, match=r"already holds a run.*--resume"):
+        Trainer(cfg)
+    assert (run / "last.pt").read_bytes() == before
 
 
 def test_checkpoint_from_another_method_is_refused(tiny_market, tmp_path):

@@ -625,6 +625,18 @@ def test_trainer_runs_sgsfa_end_to_end_and_its_checkpoint_reloads(tiny_market, t
                          progress=False)
     assert m["distmat"].shape == (len(trainer.splits.query), len(trainer.splits.gallery))
     assert 0.0 <= m["rank1"] <= 1.0 and np.isfinite(m["distmat"]).all()
+    # `occreid eval ... method.normalise_distance=true`: a test-time option reaches the distance recipe
+    from occreid.config import apply_overrides, from_dict_config, to_dict
+    from occreid.engine.evaluate import evaluate_checkpoint
+
+    (plain,) = evaluate_checkpoint(str(out / "last.pt"), out_dir=str(tmp_path / "e0"), progress=False)
+    (norm,) = evaluate_checkpoint(str(out / "last.pt"), out_dir=str(tmp_path / "e1"), progress=False,
+                                  overrides=["method.normalise_distance=true"])
+    assert plain["config_hash"] != norm["config_hash"]
+    norm_cfg = from_dict_config(apply_overrides(to_dict(cfg), ["method.normalise_distance=true"]))
+    direct = evaluate_records(model, norm_cfg, trainer.splits.query, trainer.splits.gallery,
+                              device=torch.device("cpu"), progress=False)
+    assert norm["mAP"] == pytest.approx(float(direct["mAP"]), abs=1e-6)
 
 
 def test_all_visibility_patterns_reach_the_sampled_loss_without_error():

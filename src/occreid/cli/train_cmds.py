@@ -41,7 +41,11 @@ def register(sub) -> None:
     e.add_argument("--flip", action="store_true", default=None, help="average features with the mirror image")
     e.add_argument("--json", dest="json_out", help="write the metrics JSON here")
     e.add_argument("--out", help="report folder (default: <checkpoint folder>/eval)")
-    e.add_argument("overrides", nargs="*", help="dotted key=value overrides (eval.*, data.*)")
+    e.add_argument(
+        "overrides", nargs="*",
+        help="dotted key=value overrides: eval.*, data.* and a method's test-time options "
+        "(e.g. method.normalise_distance=true for sgsfa)",
+    )
     e.set_defaults(handler=run_eval)
 
 

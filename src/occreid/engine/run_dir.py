@@ -14,10 +14,19 @@ from occreid.errors import ConfigError
 class RunDir:
     """Everything a run writes lives here; only the main process writes."""
 
-    def __init__(self, cfg: Config, path: str | Path | None = None, *, write: bool = True):
+    def __init__(self, cfg: Config, path: str | Path | None = None, *, write: bool = True, fresh: bool = False):
+        """fresh: a new run, which must not overwrite another run's checkpoint; the log of a run killed
+        before its first checkpoint is cleared, so metrics.jsonl describes this run only."""
         self.path = Path(path or cfg.run.out)
         self.write = write
         self._tb = None
+        if fresh and self.last.is_file():
+            raise ConfigError(
+                f"run.out={self.path} already holds a run ({self.last}): continue it with "
+                f"`occreid train --resume {self.path}`, or set run.out to a new folder"
+            )
+        if fresh and write:
+            (self.path / "metrics.jsonl").unlink(missing_ok=True)
         if write:
             self.path.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.path / "config.yaml")

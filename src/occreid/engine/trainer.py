@@ -5,7 +5,6 @@ Flow: records -> transforms -> identity-balanced sampler -> model -> ModelOutput
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,7 +174,7 @@ class Trainer:
 
         self.input_dtype = next(self.model.parameters()).dtype
         self.iteration = 0
-        self.run = RunDir(cfg, write=self.dist.is_main)
+        self.run = RunDir(cfg, write=self.dist.is_main, fresh=not resume)
         if resume:
             self._restore(load_checkpoint(self.run.last, method=cfg.model.name))
 
@@ -346,7 +345,8 @@ def split_validation(records: list[Record]) -> tuple[list[Record], list[Record]]
 
 
 def terms_text(terms: dict) -> str:
-    return ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items() if not math.isnan(float(v)) or True)
+    """Every loss term, NaN and inf included, for the message that stops a diverged run."""
+    return ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
 
 
 def train(config_path: str | None, overrides: list[str], *, resume_dir: str | None = None) -> TrainResult:
