@@ -49,10 +49,14 @@ def run_demo(args) -> int:
         for seed in range(args.seeds):
             run = out / method / f"seed{seed}"
             print(f"[2/3] training {method} ({i}/{len(methods)}), seed {seed}, {args.iters} iterations")
-            res = train(str(configs_dir() / method / "synthetic.yaml"), [
-                f"data.root={data}", f"train.max_iters={args.iters}", f"train.seed={seed}", f"run.out={run}",
-                "train.checkpoint_every=150",
-            ])
+            if (run / "last.pt").is_file():  # a demo run again (or after a kill): continue, never overwrite
+                print(f"      continuing the run in {run}")
+                res = train(None, [f"train.max_iters={args.iters}"], resume_dir=str(run))
+            else:
+                res = train(str(configs_dir() / method / "synthetic.yaml"), [
+                    f"data.root={data}", f"train.max_iters={args.iters}", f"train.seed={seed}", f"run.out={run}",
+                    "train.checkpoint_every=150",
+                ])
             (r,) = evaluate_checkpoint(str(res.run_dir / "last.pt"), out_dir=str(run / "eval"), progress=False)
             print("      " + summary_line(r))
             results[method].append(r)
