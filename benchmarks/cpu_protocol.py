@@ -23,6 +23,7 @@ from pathlib import Path
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "protocols" / "cpu_occduke"
 PART_LABELLED = {"amdnet", "pabreid", "sgsfa"}  # methods trained with part labels (data.labels_root)
 METRICS = ("rank1", "rank5", "mAP", "mINP")
+OCCREID = [sys.executable, "-m", "occreid"]
 # Test-time readings chosen on a validation split, not on the test set (benchmarks/RESULTS.md): eval overrides.
 READINGS = {"sgsfa": ("normalised", ["method.normalise_distance=true"])}
 
@@ -43,8 +44,7 @@ def reading_command(run: Path, method: str) -> list[str] | None:
     name, overrides = READINGS[method]
     if test_metrics(run, name) is not None:
         return None
-    return [sys.executable, "-m", "occreid", "eval", "--checkpoint", str(run / "last.pt"),
-            "--out", str(run / f"eval_{name}"), *overrides]
+    return [*OCCREID, "eval", "--checkpoint", str(run / "last.pt"), "--out", str(run / f"eval_{name}"), *overrides]
 
 
 def records(run: Path) -> list[dict]:
@@ -70,18 +70,23 @@ def train_minutes(run: Path) -> float | None:
 def command(run: Path, method: str, seed: int, args) -> list[str] | None:
     """What is left to do for one run: nothing (None), or train (new or resumed) and evaluate. A resumed
     run that already trained to the end only saves and evaluates."""
-    occreid = [sys.executable, "-m", "occreid"]
     if test_metrics(run) is not None:
         return None
     if (run / "last.pt").is_file():
-        return [*occreid, "train", "--resume", str(run)]
+        return [*OCCREID, "train", "--resume", str(run)]
     overrides = [f"data.root={args.data}", f"train.seed={seed}", f"run.out={run}", "run.progress=false"]
     if method in PART_LABELLED:
         if not args.labels:
             raise SystemExit(f"{method} trains with part labels: give --labels DIR "
                              "(made by `occreid labels make --source mediapipe --splits train`)")
         overrides.append(f"data.labels_root={args.labels}")
-    return [*occreid, "train", "--config", str(CONFIGS / f"{method}.yaml"), *overrides, *args.set]
+    return [*OCCREID, "train", "--config", str(CONFIGS / f"{method}.yaml"), *overrides, *args.set]
+
+
+def execute(cmd: list[str] | None) -> None:
+    if cmd:
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
 
 
 def table(out: Path, name: str, methods: list[str], seeds: list[int]) -> str:
@@ -135,11 +140,8 @@ def main() -> int:
         for method in args.methods:
             for seed in args.seeds:
                 run = run_dir(out, args.name, method, seed)
-                for step in ("train", "reading"):  # the reading needs the trained, evaluated run
-                    cmd = command(run, method, seed, args) if step == "train" else reading_command(run, method)
-                    if cmd:
-                        print("+", " ".join(cmd), flush=True)
-                        subprocess.run(cmd, check=True)
+                execute(command(run, method, seed, args))
+                execute(reading_command(run, method))  # needs the trained, evaluated run
     text = table(out, args.name, args.methods, args.seeds)
     print(text)
     out.mkdir(parents=True, exist_ok=True)
