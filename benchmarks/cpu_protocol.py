@@ -84,6 +84,7 @@ def command(run: Path, method: str, seed: int, args) -> list[str] | None:
 
 
 def execute(cmd: list[str] | None) -> None:
+    """Echo and run one queue step; a failed step stops the queue (its run resumes on the next call)."""
     if cmd:
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
