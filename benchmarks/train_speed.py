@@ -1,10 +1,14 @@
-"""Training throughput (images / s) of each backbone under the BoT recipe, on this machine.
+"""Training throughput (images / s) of backbones or of methods, on this machine.
 
     python benchmarks/train_speed.py [--backbones resnet18,resnet50] [--iters 10] [--device cpu|cuda]
         [--amp none|bf16|fp16] [--channels-last] [--compile]
+    python benchmarks/train_speed.py --configs configs/protocols/cpu_occduke/bot.yaml,\
+        configs/protocols/cpu_occduke/amdnet.yaml [--set model.backbone=resnet50] [--iters 10]
 
-Times full optimisation steps (forward, BoT loss, backward, Adam) on random images of the configured
-size, after warm-up steps; prints a table with the ratio to the first backbone measured in the same run.
+Times full optimisation steps (forward, the method's loss recipe, backward, Adam) on random images of the
+configured size with a random two-class part label on every image (so part-supervised losses run), after
+warm-up steps. Data loading is excluded. Prints a table with the ratio to the first row measured in the
+same run: the first backbone, or the first config (give `bot` first to read each method against it).
 """
 
 from __future__ import annotations
@@ -21,10 +25,14 @@ from occreid.methods import get_method
 DEFAULT_SIZES = {"hrnet_w32": (256, 128)}
 
 
-def measure(backbone: str, args) -> dict:
-    h, w = (args.height, args.width)
-    cfg = load_config(None, [f"model.name={args.method}", f"model.backbone={backbone}",
-                             f"data.height={h}", f"data.width={w}", f"train.amp={args.amp}"])
+def backbone_config(backbone: str, args):
+    """The BoT recipe (or `--method`) on one backbone at the `--height` x `--width` input."""
+    return load_config(None, [f"model.name={args.method}", f"model.backbone={backbone}",
+                              f"data.height={args.height}", f"data.width={args.width}", f"train.amp={args.amp}"])
+
+
+def measure(cfg, args) -> dict:
+    h, w = cfg.data.height, cfg.data.width
     method = get_method(cfg.model.name)
     device = torch.device(args.device)
     model = method.build_model(cfg, 702).to(device)
@@ -37,9 +45,10 @@ def measure(backbone: str, args) -> dict:
     images = torch.randn(p * k, 3, h, w, device=device)
     if args.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(0)
     batch = {"pid": torch.arange(p, device=device).repeat_interleave(k),
-             "label": torch.zeros(p * k, h, w, dtype=torch.long, device=device),
-             "has_label": torch.zeros(p * k, dtype=torch.bool, device=device), "image": images}
+             "label": torch.randint(0, 2, (p * k, h, w), generator=gen).to(device),
+             "has_label": torch.ones(p * k, dtype=torch.bool, device=device), "image": images}
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
 
     def step():
@@ -59,14 +68,16 @@ def measure(backbone: str, args) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     sec = time.perf_counter() - t0
-    return {"backbone": backbone, "input": f"{h}x{w}", "img_per_s": args.iters * p * k / sec,
-            "params_M": sum(q.numel() for q in model.parameters()) / 1e6}
+    return {"method": cfg.model.name, "backbone": cfg.model.backbone, "input": f"{h}x{w}",
+            "img_per_s": args.iters * p * k / sec, "params_M": sum(q.numel() for q in model.parameters()) / 1e6}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbones", default="resnet18,resnet50,resnet50_ibn_a,osnet_x1_0,osnet_x0_25,hrnet_w32")
-    ap.add_argument("--method", default="bot")
+    ap.add_argument("--method", default="bot", help="the recipe of the --backbones rows")
+    ap.add_argument("--configs", help="comma-separated config files: one row per method, instead of backbones")
+    ap.add_argument("--set", action="append", default=[], help="key=value override for every --configs row")
     ap.add_argument("--height", type=int, default=256)
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--iters", type=int, default=5)
@@ -76,16 +87,21 @@ def main() -> None:
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--compile", action="store_true")
     args = ap.parse_args()
-    names = args.backbones.split(",")
+    if args.configs:
+        names = [c.strip() for c in args.configs.split(",") if c.strip()]
+        configs = (load_config(n, [*args.set, f"train.amp={args.amp}"]) for n in names)
+    else:
+        names = args.backbones.split(",")
+        configs = (backbone_config(n, args) for n in names)
     print(f"device={args.device} amp={args.amp} channels_last={args.channels_last} compile={args.compile} "
           f"threads={torch.get_num_threads()} batch=64")
-    print(f"| backbone | input | params (M) | img/s | vs {names[0]} |")
-    print("|---|---|---|---|---|", flush=True)
+    print("| method | backbone | input | params (M) | img/s | vs first row |")
+    print("|---|---|---|---|---|---|", flush=True)
     ref = None
-    for name in names:  # one row at a time, so a long run shows its progress
-        r = measure(name, args)
+    for cfg in configs:  # one row at a time, so a long run shows its progress
+        r = measure(cfg, args)
         ref = ref or r["img_per_s"]
-        print(f"| {r['backbone']} | {r['input']} | {r['params_M']:.1f} | {r['img_per_s']:.1f} | "
+        print(f"| {r['method']} | {r['backbone']} | {r['input']} | {r['params_M']:.1f} | {r['img_per_s']:.1f} | "
               f"{r['img_per_s'] / ref:.2f} |", flush=True)
 
 
