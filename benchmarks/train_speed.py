@@ -22,8 +22,6 @@ from occreid.config import load_config
 from occreid.engine.trainer import build_optimizer
 from occreid.methods import get_method
 
-DEFAULT_SIZES = {"hrnet_w32": (256, 128)}
-
 
 def backbone_config(backbone: str, args):
     """The BoT recipe (or `--method`) on one backbone at the `--height` x `--width` input."""
@@ -88,11 +86,10 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true")
     args = ap.parse_args()
     if args.configs:
-        names = [c.strip() for c in args.configs.split(",") if c.strip()]
-        configs = (load_config(n, [*args.set, f"train.amp={args.amp}"]) for n in names)
+        paths = [c.strip() for c in args.configs.split(",") if c.strip()]
+        configs = (load_config(path, [*args.set, f"train.amp={args.amp}"]) for path in paths)
     else:
-        names = args.backbones.split(",")
-        configs = (backbone_config(n, args) for n in names)
+        configs = (backbone_config(name, args) for name in args.backbones.split(","))
     print(f"device={args.device} amp={args.amp} channels_last={args.channels_last} compile={args.compile} "
           f"threads={torch.get_num_threads()} batch=64")
     print("| method | backbone | input | params (M) | img/s | vs first row |")
