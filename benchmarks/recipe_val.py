@@ -5,6 +5,9 @@ identities held out and scored every `--eval-every` iterations (leave-one-out, M
 set is never touched (`--no-eval`). Finished runs are kept, so re-running the script only trains what
 is missing. Prints a Markdown table and writes it, with the raw numbers, under `--out`.
 
+A candidate may set its own `train.max_iters` (equal wall-clock budgets for different input sizes);
+`--evals K` then spaces K validations evenly over each candidate's own run.
+
 `--distance NAME=key=value,...` adds test-time candidates (a method's distance recipe: shared-part
 matching, normalisation, a weight): the held-out features of each trained run are extracted once from
 its final `last.pt` and scored under every distance candidate, so a recipe is chosen without the test set.
@@ -41,6 +44,12 @@ def parse_candidate(text: str) -> tuple[str, list[str]]:
 def records(run: Path) -> list[dict]:
     f = run / "metrics.jsonl"
     return [json.loads(ln) for ln in f.read_text().splitlines()] if f.is_file() else []
+
+
+def train_seconds(run: Path) -> float | None:
+    """Seconds spent in training steps (the trainer's `train_s`), validation excluded; None if not logged."""
+    recs = [r for r in records(run) if "train_s" in r]
+    return float(recs[-1]["train_s"]) if recs else None
 
 
 def val_records(run: Path) -> list[dict]:
@@ -89,27 +98,30 @@ def main() -> int:
     ap.add_argument("--distance", action="append", default=[],
                     help="test-time candidate NAME=key=value[,...] scored on every run's held-out ids")
     ap.add_argument("--val-ids", type=int, default=100)
-    ap.add_argument("--eval-every", type=int, default=0, help="default: half and end of the run")
+    ap.add_argument("--eval-every", type=int, default=0, help="default: --evals evenly spaced validations")
+    ap.add_argument("--evals", type=int, default=2, help="validations per run when --eval-every is not given")
     ap.add_argument("--out", default="runs/recipe_val")
     args = ap.parse_args()
 
-    every = args.eval_every or max(1, args.iters // 2)  # evaluations at every multiple of it
     out = Path(args.out)
     rows = []
     for name, overrides in map(parse_candidate, args.candidate):
+        own = [o.split("=", 1)[1] for o in overrides if o.startswith("train.max_iters=")]
+        iters = int(own[-1]) if own else args.iters
+        every = args.eval_every or max(1, iters // args.evals)  # evaluations at every multiple of it
         run = out / name
-        if not finished(run, args.iters):
+        if not finished(run, iters):
             resume = (run / "last.pt").is_file()
             cmd = [sys.executable, "-m", "occreid", "train", "--no-eval"]
             cmd += ["--resume", str(run)] if resume else ["--config", args.config]
             if not resume:
-                cmd += [*args.set, *overrides, f"train.max_iters={args.iters}", f"data.val_ids={args.val_ids}",
+                cmd += [*args.set, f"train.max_iters={iters}", *overrides, f"data.val_ids={args.val_ids}",
                         f"train.eval_every={every}", f"run.out={run}", "run.progress=false"]
             print("+", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
         recs = val_records(run)
         last = recs[-1]
-        rows.append({"candidate": name, "overrides": overrides, "iters": last["iter"],
+        rows.append({"candidate": name, "overrides": overrides, "iters": last["iter"], "train_s": train_seconds(run),
                      "val_rank1": last["val_rank1"], "val_mAP": last["val_mAP"],
                      "curve": [(r["iter"], r["val_rank1"], r["val_mAP"]) for r in recs]})
         if args.distance:
@@ -117,11 +129,13 @@ def main() -> int:
 
     lines = [f"Validation: {args.val_ids} held-out training identities, leave-one-out, Market rule; "
              f"{args.iters} iterations; config {args.config}", "",
-             "| candidate | overrides | val rank-1 | val mAP | curve (iter: R1 / mAP) |", "|---|---|---|---|---|"]
+             "| candidate | overrides | train min | val rank-1 | val mAP | curve (iter: R1 / mAP) |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         curve = "; ".join(f"{i}: {100 * a:.1f} / {100 * m:.1f}" for i, a, m in r["curve"])
-        lines.append(f"| {r['candidate']} | {' '.join(r['overrides']) or '-'} | {100 * r['val_rank1']:.1f} | "
-                     f"{100 * r['val_mAP']:.1f} | {curve} |")
+        minutes = f"{r['train_s'] / 60:.1f}" if r["train_s"] is not None else "-"
+        lines.append(f"| {r['candidate']} | {' '.join(r['overrides']) or '-'} | {minutes} | "
+                     f"{100 * r['val_rank1']:.1f} | {100 * r['val_mAP']:.1f} | {curve} |")
     if args.distance:
         lines += ["", "| candidate | distance | overrides | val rank-1 | val mAP |", "|---|---|---|---|---|"]
         for r in rows:

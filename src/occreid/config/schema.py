@@ -49,9 +49,9 @@ class TrainConfig:
     momentum: float = 0.9
     backbone_lr_mult: float = 1.0
     scheduler: Literal["multistep", "cosine", "constant"] = "multistep"
-    milestones: list[int] = field(default_factory=lambda: [40, 70])
+    milestones: list[float] = field(default_factory=lambda: [40.0, 70.0])  # fractional epochs allowed
     gamma: float = 0.1
-    warmup_epochs: int = 10
+    warmup_epochs: float = 10.0
     warmup_factor: float = 0.1
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False

@@ -6,6 +6,7 @@ Flow: records -> transforms -> identity-balanced sampler -> model -> ModelOutput
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,6 +175,7 @@ class Trainer:
 
         self.input_dtype = next(self.model.parameters()).dtype
         self.iteration = 0
+        self.train_seconds = 0.0  # wall time in training steps (data wait included), summed across resumes
         self.run = RunDir(cfg, write=self.dist.is_main, fresh=not resume)
         if resume:
             self._restore(load_checkpoint(self.run.last, method=cfg.model.name))
@@ -191,6 +193,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "iteration": self.iteration,
+            "train_seconds": self.train_seconds,
             "num_classes": self.num_classes,
             "rng": rng_state(),
         }
@@ -207,6 +210,7 @@ class Trainer:
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.iteration = int(ckpt["iteration"])
+        self.train_seconds = float(ckpt.get("train_seconds", 0.0))
         set_rng_state(ckpt["rng"])
         self.run.truncate_log(self.iteration)
 
@@ -262,6 +266,7 @@ class Trainer:
         last_loss = float("nan")
         start = self.iteration
         accum = max(1, t.accum_steps)
+        tick = time.perf_counter()
         for _epoch, batch in self._batches():
             lr = self._set_lr()
             batch = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
@@ -295,10 +300,13 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
             self.iteration += 1
             last_loss = loss.item()
+            now = time.perf_counter()
+            self.train_seconds += now - tick
             bar.update(1)
             if self.iteration % max(1, t.log_every) == 0 or self.iteration == self.total_iters:
                 rec = {"iter": self.iteration, "epoch": round(self.iteration / self.batches_per_epoch, 3),
-                       "lr": lr, "loss": last_loss, **{k: float(v) for k, v in terms.items()}}
+                       "lr": lr, "loss": last_loss, "train_s": round(self.train_seconds, 1),
+                       **{k: float(v) for k, v in terms.items()}}
                 self.run.log(rec)
                 bar.set_postfix(loss=f"{last_loss:.3f}")
             if t.checkpoint_every and self.iteration % t.checkpoint_every == 0:
@@ -308,6 +316,7 @@ class Trainer:
                 self.validate()  # also at the last iteration, so best.pt can be the final model
             if stop_after is not None and self.iteration - start >= stop_after:
                 break
+            tick = time.perf_counter()  # checkpointing and validation are not training time
         bar.close()
         if self.iteration >= self.total_iters:
             self.save()

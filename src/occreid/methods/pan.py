@@ -19,6 +19,7 @@ from occreid.errors import ConfigError
 from occreid.losses import cross_entropy_ls
 from occreid.losses.global_batch import global_batch_triplet
 from occreid.methods.building import make_backbone
+from occreid.models.backbones.base import Backbone
 from occreid.models.heads import Classifier, EmbeddingHead, PartwiseLinear
 from occreid.models.output import ModelOutput
 from occreid.models.pooling import PartNorm, global_avg_pool, global_max_pool, part_pool
@@ -80,19 +81,17 @@ class Options:
         return self.parts * self.resolved_local_dim / self.global_dim
 
 
-def last_stage_names(backbone: nn.Module) -> tuple[str, str]:
-    """Attribute names of the penultimate ("Conv4") and last ("Conv5") stages of a backbone, i.e. of
-    the modules producing `forward_stages(x)[-2]` and `[-1]`: ResNet layer3 / layer4, OSNet conv4 / conv5."""
-    from occreid.models.backbones import OSNet, ResNet
-
-    if isinstance(backbone, ResNet):
-        return "layer3", "layer4"
-    if isinstance(backbone, OSNet):
-        return "conv4", "conv5"
-    raise ConfigError(
-        f"model.backbone: pan copies the last backbone stage as its buffer layer and supports ResNet "
-        f"and OSNet backbones, not {type(backbone).__name__}"
-    )
+def last_stages(backbone: Backbone) -> tuple[nn.Module, nn.Module]:
+    """The penultimate ("Conv4") and last ("Conv5") stage modules of a sequential backbone, i.e. the
+    modules producing `forward_stages(x)[-2]` and `[-1]` (ResNet layer3 / layer4, OSNet conv4 / conv5,
+    MobileNetV2 features[7:14] / features[14:19])."""
+    if not backbone.sequential:
+        raise ConfigError(
+            f"model.backbone: pan copies the last backbone stage as its buffer layer and needs a sequential "
+            f"trunk (ResNet, OSNet, MobileNetV2), not {type(backbone).__name__}"
+        )
+    stages = backbone.stage_modules()
+    return stages[-2], stages[-1]
 
 
 def activate_masks(masks: torch.Tensor, activation: MaskActivation) -> torch.Tensor:
@@ -115,15 +114,11 @@ class PAN(nn.Module):
         super().__init__()
         self.opts = o = Options(**cfg.method)
         self.backbone = make_backbone(cfg)
-        self.penultimate, self.last = last_stage_names(self.backbone)
+        conv4, conv5 = last_stages(self.backbone)
         c4, c5 = self.backbone.stage_channels[-2], self.backbone.stage_channels[-1]
         # the buffer layers start as deep copies of the stages they shadow ("Conv41", "Conv51")
-        self.buffer_conv41 = (
-            copy.deepcopy(getattr(self.backbone, self.penultimate)) if o.mask_source == "conv41" else None
-        )
-        self.buffer_conv51 = (
-            copy.deepcopy(getattr(self.backbone, self.last)) if o.local_source == "conv51" else None
-        )
+        self.buffer_conv41 = copy.deepcopy(conv4) if o.mask_source == "conv41" else None
+        self.buffer_conv51 = copy.deepcopy(conv5) if o.local_source == "conv51" else None
         self.mask_generator = nn.Conv2d(c5 if o.mask_source == "conv50" else c4, o.parts, 1, bias=o.mask_bias)
         n_l = o.resolved_local_dim
         self.global_fc = EmbeddingHead(c5, o.global_dim, bn=o.fc_bn)
@@ -191,10 +186,11 @@ class PAN(nn.Module):
 
     def sync_buffers(self) -> None:
         """Set each buffer layer to the current weights of the stage it copies."""
+        conv4, conv5 = last_stages(self.backbone)
         if self.buffer_conv41 is not None:
-            self.buffer_conv41.load_state_dict(getattr(self.backbone, self.penultimate).state_dict())
+            self.buffer_conv41.load_state_dict(conv4.state_dict())
         if self.buffer_conv51 is not None:
-            self.buffer_conv51.load_state_dict(getattr(self.backbone, self.last).state_dict())
+            self.buffer_conv51.load_state_dict(conv5.state_dict())
 
 
 class PANLoss(nn.Module):

@@ -20,6 +20,7 @@ from occreid.labels.format import part_names
 from occreid.losses import cross_entropy_ls, downsample_label, pixel_bce, soft_downsample
 from occreid.losses.global_batch import global_batch_triplet
 from occreid.methods.building import make_backbone
+from occreid.models.backbones.base import Backbone
 from occreid.models.heads import Classifier, EmbeddingHead
 from occreid.models.output import ModelOutput
 from occreid.models.part_attention import PartAttention, WholeBodyAttention
@@ -78,29 +79,25 @@ class Options:
         return self.tau if self.region_tau is None else self.region_tau
 
 
-def split_backbone(backbone: nn.Module) -> tuple[Callable, Callable]:
-    """(stage 1, stages 2-4) of a ResNet (stem + layer1 | layer2..4) or an OSNet (conv1, maxpool, conv2 |
-    conv3..conv5), sharing the backbone's modules, so the whole-body attention can sit between them."""
-    if all(hasattr(backbone, n) for n in ("conv1", "bn1", "maxpool", "layer1", "layer4")):
-        def first(x):
-            return backbone.layer1(backbone.maxpool(backbone.relu(backbone.bn1(backbone.conv1(x)))))
+def split_backbone(backbone: Backbone) -> tuple[Callable, Callable]:
+    """(stem + stage 1, stages 2-4) of a sequential backbone (ResNet layer1, OSNet conv2, MobileNetV2
+    features[2:4] for stage 1), sharing its modules, so the whole-body attention can sit between them."""
+    if not backbone.sequential:
+        raise ConfigError(
+            f"model.backbone: SGSFA's whole-body attention needs a sequential trunk (ResNet, OSNet, MobileNetV2) "
+            f"with a stage 1, not {type(backbone).__name__}; use one or set method.whole_body_attention=false"
+        )
+    stages = backbone.stage_modules()
 
-        def rest(x):
-            return backbone.layer4(backbone.layer3(backbone.layer2(x)))
+    def first(x):
+        return stages[0](backbone.forward_stem(x))
 
-        return first, rest
-    if all(hasattr(backbone, n) for n in ("conv1", "maxpool", "conv2", "conv5")):
-        def first(x):
-            return backbone.conv2(backbone.maxpool(backbone.conv1(x)))
+    def rest(x):
+        for stage in stages[1:]:
+            x = stage(x)
+        return x
 
-        def rest(x):
-            return backbone.conv5(backbone.conv4(backbone.conv3(x)))
-
-        return first, rest
-    raise ConfigError(
-        f"model.backbone: SGSFA's whole-body attention needs a ResNet or OSNet stage 1, not "
-        f"{type(backbone).__name__}; use a ResNet / OSNet or set method.whole_body_attention=false"
-    )
+    return first, rest
 
 
 def head_top(head_mask: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,6 +13,7 @@ from typing import Any
 from occreid.errors import ConfigError
 from occreid.models.backbones.base import Backbone
 from occreid.models.backbones.hrnet import HRNet, hrnet_w32
+from occreid.models.backbones.mobilenetv2 import MobileNetV2, mobilenetv2_x1_0
 from occreid.models.backbones.osnet import OSNet, osnet_x0_25, osnet_x1_0
 from occreid.models.backbones.pretrained import LoadReport, read_state_dict
 from occreid.models.backbones.resnet import ResNet, resnet18, resnet34, resnet50
@@ -26,6 +27,7 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
     "osnet_x1_0": osnet_x1_0,
     "osnet_x0_25": osnet_x0_25,
     "hrnet_w32": hrnet_w32,
+    "mobilenetv2_x1_0": mobilenetv2_x1_0,
 }
 
 
@@ -36,7 +38,7 @@ def backbone_options(name: str) -> dict[str, Any]:
 
 
 def build_backbone(name: str, **options: Any) -> Backbone:
-    """Build backbone `name` with `options` (e.g. last_stride=1 for ResNets); randomly initialised."""
+    """Build backbone `name` with `options` (e.g. last_stride=1 for ResNets and MobileNetV2); randomly initialised."""
     accepted = backbone_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -58,6 +60,7 @@ __all__ = [
     "Backbone",
     "HRNet",
     "LoadReport",
+    "MobileNetV2",
     "OSNet",
     "ResNet",
     "backbone_options",

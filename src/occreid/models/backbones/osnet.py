@@ -112,14 +112,12 @@ class OSNet(Backbone):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Outputs of conv2 (stride 8), conv3 (16), conv4 (16) and conv5 (16)."""
-        x = self.maxpool(self.conv1(x))
-        stages = []
-        for stage in (self.conv2, self.conv3, self.conv4, self.conv5):
-            x = stage(x)
-            stages.append(x)
-        return stages
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.conv1(x))
+
+    def stage_modules(self) -> list[nn.Module]:
+        """conv2 (stride 8), conv3 (16), conv4 (16) and conv5 (16)."""
+        return [self.conv2, self.conv3, self.conv4, self.conv5]
 
 
 def osnet_x1_0() -> OSNet:

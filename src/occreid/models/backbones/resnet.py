@@ -116,13 +116,11 @@ class ResNet(Backbone):
         """conv1 -> bn1 -> relu -> maxpool (stride 4), sharing this model's modules."""
         return nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool)
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        stages = []
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = layer(x)
-            stages.append(x)
-        return stages
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def stage_modules(self) -> list[nn.Module]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
 
 
 def _init_weights(model: nn.Module) -> None:
