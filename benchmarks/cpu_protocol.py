@@ -1,6 +1,7 @@
-"""Run table B1 (the reference CPU protocol) as a resumable queue and print its table.
+"""Run a CPU protocol's table as a resumable queue and print it: B1 (`--protocol cpu_occduke`, ResNet-18
+from scratch) or B2 (`--protocol pretrained_occduke`, MobileNetV2 from ImageNet).
 
-Each (method, seed) is one `occreid train` of `configs/protocols/cpu_occduke/<method>.yaml` in
+Each (method, seed) is one `occreid train` of `configs/protocols/<protocol>/<method>.yaml` in
 `--out/<name>`, evaluated on the full Occluded-Duke query / gallery at the end. The queue is safe to kill
 and re-run: a finished run (its `eval/occluded_duke/metrics.json` exists) is skipped, a stopped one is
 resumed from its last checkpoint (a run whose training finished but whose evaluation did not resumes to
@@ -10,17 +11,24 @@ reading chosen on a validation split (`READINGS`) is also evaluated, from the sa
 
     python benchmarks/cpu_protocol.py --data /work/shared/data --labels runs/labels/occduke_mediapipe \\
         --methods bot pabreid --seeds 0 1
+    python benchmarks/cpu_protocol.py --protocol pretrained_occduke --data /work/shared/data \\
+        --methods bot pcb --seeds 0 1 --json benchmarks/results/pretrained_protocol.json
+
+`--json` merges one record per finished run (method, seed, reading, metrics, config file, git commit of
+the checkpoint's code, date) into a machine-readable file.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "protocols" / "cpu_occduke"
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOLS = ROOT / "configs" / "protocols"
 PART_LABELLED = {"amdnet", "pabreid", "sgsfa"}  # methods trained with part labels (data.labels_root)
 METRICS = ("rank1", "rank5", "mAP", "mINP")
 OCCREID = [sys.executable, "-m", "occreid"]
@@ -57,7 +65,11 @@ def trained_iters(run: Path) -> int:
 
 
 def train_minutes(run: Path) -> float | None:
-    """Minutes between the first and last logged iteration, scaled to the whole run (resumes excluded)."""
+    """Minutes of training: the trainer's `train_s` when logged, else the median step time between logged
+    iterations scaled to the whole run (resumes excluded)."""
+    timed = [r for r in records(run) if "train_s" in r]
+    if timed:
+        return timed[-1]["train_s"] / 60
     recs = [r for r in records(run) if "time" in r and "loss" in r]
     steps = [(b["time"] - a["time"]) / (b["iter"] - a["iter"]) for a, b in zip(recs, recs[1:])
              if b["iter"] > a["iter"] and b["time"] > a["time"]]
@@ -80,7 +92,7 @@ def command(run: Path, method: str, seed: int, args) -> list[str] | None:
             raise SystemExit(f"{method} trains with part labels: give --labels DIR "
                              "(made by `occreid labels make --source mediapipe --splits train`)")
         overrides.append(f"data.labels_root={args.labels}")
-    return [*OCCREID, "train", "--config", str(CONFIGS / f"{method}.yaml"), *overrides, *args.set]
+    return [*OCCREID, "train", "--config", str(PROTOCOLS / args.protocol / f"{method}.yaml"), *overrides, *args.set]
 
 
 def execute(cmd: list[str] | None) -> None:
@@ -118,23 +130,72 @@ def table(out: Path, name: str, methods: list[str], seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def json_records(out: Path, name: str, protocol: str, methods: list[str], seeds: list[int]) -> list[dict]:
+    """One record per finished run and reading; the commit and date are those of this call (the runs'
+    code is the commit that wrote them when the queue is run on a clean checkout)."""
+    rows = []
+    for method in methods:
+        readings = [None, READINGS[method][0]] if method in READINGS else [None]
+        for reading in readings:
+            for seed in seeds:
+                run = run_dir(out, name, method, seed)
+                m = test_metrics(run, reading)
+                if m is None:
+                    continue
+                f = run / ("eval" if reading is None else f"eval_{reading}") / "occluded_duke" / "metrics.json"
+                minutes = train_minutes(run)
+                rows.append({
+                    "protocol": protocol, "method": method, "seed": seed, "reading": reading or "default",
+                    **{k: round(100 * m[k], 2) for k in METRICS},
+                    "train_minutes": None if minutes is None else round(minutes, 1),
+                    "config": f"configs/protocols/{protocol}/{method}.yaml", "git_commit": git_commit(),
+                    "date": datetime.date.fromtimestamp(f.stat().st_mtime).isoformat(),
+                })
+    return rows
+
+
+def merge_json(path: Path, rows: list[dict]) -> None:
+    """Replace the records of the same (protocol, method, seed, reading), keep the others."""
+    key = ("protocol", "method", "seed", "reading")
+    old = json.loads(path.read_text()) if path.is_file() else []
+    fresh = {tuple(r[k] for k in key) for r in rows}
+    merged = [r for r in old if tuple(r[k] for k in key) not in fresh] + rows
+    merged.sort(key=lambda r: tuple(str(r[k]) for k in key))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merged, indent=1) + "\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--protocol", default="cpu_occduke", help="folder under configs/protocols/")
     ap.add_argument("--methods", nargs="+", default=["bot", "pabreid", "sgsfa", "amdnet", "pan", "ocnet", "pcb"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--data", help="data root holding Occluded_Duke (OCCREID_DATA)")
     ap.add_argument("--labels", help="MediaPipe part labels of Occluded-Duke train, for amdnet / pabreid / sgsfa")
-    ap.add_argument("--out", default="runs/cpu_occduke")
+    ap.add_argument("--out", help="default: runs/<protocol>")
+    ap.add_argument("--json", help="merge one record per finished run into this JSON file")
     ap.add_argument("--name", default="{method}_seed{seed}", help="run folder name under --out")
     ap.add_argument("--set", action="append", default=[], help="extra override for new runs")
     ap.add_argument("--table-only", action="store_true", help="train nothing; print the table of finished runs")
     args = ap.parse_args()
 
-    known = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "base")
+    configs = PROTOCOLS / args.protocol
+    if not configs.is_dir():
+        raise SystemExit(f"--protocol {args.protocol!r}: no folder {configs}; known: "
+                         f"{sorted(p.name for p in PROTOCOLS.iterdir() if p.is_dir())}")
+    known = sorted(p.stem for p in configs.glob("*.yaml") if p.stem != "base")
     unknown = [m for m in args.methods if m not in known]
     if unknown:
         raise SystemExit(f"no protocol config for {unknown}; known: {known}")
-    out = Path(args.out)
+    out = Path(args.out or f"runs/{args.protocol}")
     if not args.table_only:
         if not args.data:
             raise SystemExit("give --data ROOT (the folder holding Occluded_Duke), or --table-only")
@@ -147,6 +208,8 @@ def main() -> int:
     print(text)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(text + "\n")
+    if args.json:
+        merge_json(Path(args.json), json_records(out, args.name, args.protocol, args.methods, args.seeds))
     return 0
 
 
