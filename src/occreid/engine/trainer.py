@@ -251,6 +251,10 @@ class Trainer:
         if amp == "none":
             return torch.autocast(self.device.type, enabled=False)
         dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+        if self.device.type == "cpu" and dtype is torch.bfloat16:
+            from occreid.engine.amp import cpu_bf16_autocast
+
+            return cpu_bf16_autocast()  # guards a oneDNN AMX bf16 convolution bug, see occreid.engine.amp
         return torch.autocast(self.device.type, dtype=dtype)
 
     def fit(self, *, stop_after: int | None = None) -> TrainResult:
