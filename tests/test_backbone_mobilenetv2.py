@@ -156,3 +156,52 @@ def test_hrnet_is_not_sequential_and_the_others_are():
     assert not build_backbone("hrnet_w32").sequential
     for name in ("resnet18", "osnet_x0_25", "mobilenetv2_x1_0"):
         assert build_backbone(name).sequential
+
+
+# --------------------------------------------------------------------------- the methods that tap stages
+
+
+def _method_model(method: str, **opts):
+    from occreid.config import load_config
+    from occreid.methods import get_method
+
+    overrides = [f"model.name={method}", "model.backbone=mobilenetv2_x1_0", "data.height=64", "data.width=32"]
+    cfg = load_config(None, overrides + [f"method.{k}={v}" for k, v in opts.items()])
+    torch.manual_seed(0)
+    return get_method(method).build_model(cfg, 4)
+
+
+def test_pan_buffer_layers_copy_stages_3_and_4_and_resync_after_loading(tmp_path):
+    model = _method_model("pan", mask_source="conv41", local_source="conv51")
+    conv4, conv5 = model.backbone.stage_modules()[2:]
+    assert model.buffer_conv41 is not conv4 and model.buffer_conv51 is not conv5  # copies, not shared
+    assert conv5[0] is model.backbone.features[LAST_STRIDE_BLOCK]
+    state = fake_checkpoint(mobilenetv2_keys(), seed=5)
+    state = {k: v.abs() + 0.5 if k.endswith("running_var") else v for k, v in state.items()}  # valid BN
+    torch.save(state, tmp_path / "w.pt")
+    model.load_pretrained(tmp_path / "w.pt")
+    for buffer, stage, first in ((model.buffer_conv41, conv4, 7), (model.buffer_conv51, conv5, 14)):
+        got, want = buffer.state_dict(), stage.state_dict()
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+        # and those are the file's tensors of that stage, not the random initialisation
+        assert torch.equal(got[f"{first}.conv.0.weight"], state[f"features.{first}.conv.0.weight"])
+    x = torch.randn(2, 3, 64, 32)
+    model.eval()
+    with torch.no_grad():
+        maps = model.stage_maps(x)
+        stages = model.backbone.forward_stages(x)
+    assert torch.equal(maps["conv41"], stages[2]) and torch.equal(maps["conv51"], stages[3])  # equal weights
+
+
+def test_sgsfa_whole_body_attention_sits_after_stage_1():
+    model = _method_model("sgsfa")
+    seen = {}
+
+    def record(module, args, out):
+        seen["input"] = args[0].shape
+
+    model.whole.register_forward_hook(record)
+    model.eval()
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 32))
+    assert tuple(seen["input"]) == (2, 24, 16, 8)  # features[2:4]: 24 channels at stride 4
