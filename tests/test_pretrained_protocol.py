@@ -83,3 +83,11 @@ def test_method_trains_from_imagenet_evaluates_and_exports(method, tiny_market, 
                         "--parity-images", "2"]) == 0
         exported = capsys.readouterr().out
         assert "onnx.checker passed" in exported and ": OK" in exported
+
+
+def test_pcb_with_more_stripes_than_map_rows_is_a_config_error():
+    from occreid.errors import ConfigError
+
+    cfg = load_config(str(PROTOCOL / "pcb.yaml"), ["data.height=64", "data.width=32"])  # 4 rows at stride 16
+    with pytest.raises(ConfigError, match=r"method.stripes=6.*4 rows.*1..4 stripes"):
+        get_method("pcb").build_model(cfg, 4)

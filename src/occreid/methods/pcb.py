@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from occreid.config import Config
+from occreid.errors import ConfigError
 from occreid.losses import cross_entropy_ls
 from occreid.methods.building import make_backbone
 from occreid.models.heads import EmbeddingHead
@@ -32,6 +33,12 @@ class PCB(nn.Module):
         self.opts = Options(**cfg.method)
         self.backbone = make_backbone(cfg)
         c, n, d = self.backbone.out_channels, self.opts.stripes, self.opts.reduced_dim
+        rows = -(-cfg.data.height // self.backbone.stride)  # rows of the backbone's output map
+        if not 1 <= n <= rows:
+            raise ConfigError(
+                f"method.stripes={n}: the {cfg.data.height}-pixel input gives a map of {rows} rows at stride "
+                f"{self.backbone.stride}; use 1..{rows} stripes or a taller data.height"
+            )
         self.reduce = nn.ModuleList([EmbeddingHead(c, d, bn=True, relu=True) for _ in range(n)])
         self.dropout = nn.Dropout(self.opts.dropout)
         self.classifiers = nn.ModuleList([nn.Linear(d, num_classes) for _ in range(n)])
