@@ -1,5 +1,5 @@
 """Run a CPU protocol's table as a resumable queue and print it: B1 (`--protocol cpu_occduke`, ResNet-18
-from scratch) or B2 (`--protocol pretrained_occduke`, MobileNetV2 from ImageNet).
+from scratch) or C1 (`--protocol pretrained_occduke`, MobileNetV2 from ImageNet).
 
 Each (method, seed) is one `occreid train` of `configs/protocols/<protocol>/<method>.yaml` in
 `--out/<name>`, evaluated on the full Occluded-Duke query / gallery at the end. The queue is safe to kill
