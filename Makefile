@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e ".[dev,search,export,pose,pretrained]"   # every extra, so their tests run too
+	$(BIN)/pip install -q -e ".[dev,search,export,openvino,package,pose,pretrained]"   # every extra, so their tests run too
 	touch $(TEST_STAMP)
 
 env: $(STAMP)

@@ -11,7 +11,7 @@ import pytest
 from occreid.cli.main import build_parser, main
 
 SUBCOMMANDS = [
-    ["train"], ["eval"], ["info"], ["demo"],
+    ["train"], ["eval"], ["compare"], ["info"], ["demo"],
     ["data", "stats"], ["data", "check"], ["data", "synth"],
     ["labels", "make"], ["labels", "show"],
     ["extract"], ["index", "build"], ["search"], ["export"],

@@ -169,3 +169,26 @@ def test_cross_camera_matches_against_loops(seed):
     gallery = [(int(p), int(c)) for p, c in zip(rng.integers(0, 10, 60), rng.integers(0, 5, 60))]
     got = cross_camera_matches(records(query), records(gallery))
     assert got.tolist() == expected_matches(query, gallery)
+
+
+def test_part_labels_are_checked_against_their_images(tmp_path):
+    """Images are 64x32 (HxW): a 64x32 label is fine, 32x16 is rescaled (warning), 64x64 would be
+    stretched (error), a corrupt PNG is unreadable (error)."""
+    from occreid.labels.format import write_label
+
+    market_tree(tmp_path, healthy_files())
+    labels = tmp_path / "Market-1501" / "occreid_labels"
+    write_label(labels / "query" / "0003_c1s1_000003_01.png", np.zeros((64, 32), np.uint8))
+    write_label(labels / "query" / "0004_c2s1_000004_01.png", np.zeros((32, 16), np.uint8))
+    write_label(labels / "bounding_box_test" / "0003_c2s1_000005_01.png", np.zeros((64, 64), np.uint8))
+    (labels / "bounding_box_train").mkdir(parents=True)
+    (labels / "bounding_box_train" / "0001_c1s1_000001_01.png").write_bytes(b"not a png")
+    report = check_dataset("market1501", tmp_path, progress=False, workers=1)
+    assert report.info["labels_checked"] == 4 and not report.ok
+    stretched = [e for e in report.errors if "another aspect ratio" in e]
+    assert len(stretched) == 1 and "0003_c2s1_000005_01.png" in stretched[0] and "64x64" in stretched[0]
+    assert any("unreadable" in e and "0001_c1s1_000001_01.png" in e for e in report.errors)
+    (rescaled,) = [w for w in report.warnings if "another resolution" in w]
+    assert "0004_c2s1_000004_01.png" in rescaled and "0003_c1s1" not in rescaled
+    no_open = check_dataset("market1501", tmp_path, progress=False, verify_images=False)
+    assert "labels_checked" not in no_open.info

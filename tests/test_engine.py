@@ -121,10 +121,13 @@ def test_nan_loss_stops_with_last_good_checkpoint(tiny_market, tmp_path, monkeyp
         return (total * float("nan"), terms) if calls["n"] == 6 else (total, terms)
 
     monkeypatch.setattr(trainer.loss, "forward", poisoned)
-    with pytest.raises(TrainingDiverged, match="iteration 5"):
+    # the 6th loss is iteration 6 in metrics.jsonl; the stop saves iteration 5, the last whole one
+    with pytest.raises(TrainingDiverged, match=r"at iteration 6 .*last\.pt holds iteration 5, written at the stop; "
+                                               r"last\.prev\.pt holds iteration 4"):
         trainer.fit()
     kept = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert kept["iteration"] == 4
+    assert kept["iteration"] == 5
+    assert load_checkpoint(tmp_path / "run" / "last.prev.pt")["iteration"] == 4
     assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
 
 

@@ -142,3 +142,24 @@ def test_eval_dataset_is_deterministic_and_refuses_random_ops(tmp_path: Path) ->
     ds.transform = build_transforms(cfg, train=True)
     with pytest.raises(ValueError, match="Generator"):
         ds[0]
+
+
+def test_label_of_another_aspect_ratio_is_refused_and_a_rescaled_one_resized(tmp_path: Path) -> None:
+    from occreid.data.images import fit_label, label_size_problem
+    from occreid.errors import LabelError
+
+    Image.fromarray(np.zeros((16, 8, 3), np.uint8)).save(tmp_path / "img.png")
+    half = np.zeros((8, 4), np.uint8)
+    half[:4] = 1
+    write_label(tmp_path / "half.png", half)
+    write_label(tmp_path / "square.png", np.zeros((16, 16), np.uint8))
+    ok = ReidImageDataset([Record(str(tmp_path / "img.png"), 0, 0, str(tmp_path / "half.png"))],
+                          JointTransform([Normalize([0, 0, 0], [1, 1, 1])]), train=False)
+    assert ok[0]["label"].shape == (16, 8) and ok[0]["label"][:8].eq(1).all()  # nearest-neighbour x2
+    bad = ReidImageDataset([Record(str(tmp_path / "img.png"), 0, 0, str(tmp_path / "square.png"))],
+                           JointTransform([Normalize([0, 0, 0], [1, 1, 1])]), train=False)
+    with pytest.raises(LabelError, match=r"square\.png: label 16x16 \(HxW\) does not fit image 16x8.*labels make"):
+        bad[0]
+    assert label_size_problem((64, 33), (128, 64)) is None  # one label pixel of rounding
+    with pytest.raises(LabelError):
+        fit_label(np.zeros((10, 10), np.uint8), (20, 10), "x.png")

@@ -653,8 +653,8 @@ def test_ablation_configs_set_their_switches_and_the_paper_settings():
     expected = {
         "table2_no_part_attention": {"part_attention": "stripes"},
         "table2_no_sim": {"sim": False},
-        "table2_no_tff": {"tff_blocks": 0, "tff_channels": None},
-        "table2_no_sim_no_tff": {"sim": False, "tff_blocks": 0, "tff_channels": None},
+        "table2_no_tff": {"tff_blocks": 0},
+        "table2_no_sim_no_tff": {"sim": False, "tff_blocks": 0},
         "table2_part_id_loss": {"part_loss": "id"},
         "table2_part_hard_triplet": {"part_loss": "hard_triplet"},
     }

@@ -333,13 +333,38 @@ def test_table3_row4_plain_triplet_on_the_global_feature():
     assert terms["triplet"].item() == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
+def test_table3_row4_normal_triplet_per_part_is_the_mean_of_one_triplet_per_part():
+    """The Table III row 4 reading: a normal batch-hard triplet on each part alone, averaged over parts."""
+    g = torch.Generator().manual_seed(11)
+    parts = torch.randn(8, 6, 5, generator=g)
+    out = ModelOutput(parts=parts, logits={"global": torch.zeros(8, 4), "foreground": torch.zeros(8, 4)})
+    _, terms = pabreid.build_loss(make_cfg(triplet="per_part"), 4, None)(out, {"pid": PIDS8})
+    expected = sum(feature_triplet_loop(parts[:, x], PIDS8, 0.3) for x in range(6)) / 6
+    assert sorted(terms) == ["id", "triplet"]
+    assert terms["triplet"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_fig5_loss_study_switches_drop_their_terms():
+    out = ModelOutput(parts=torch.randn(8, 6, 5), logits={"global": torch.randn(8, 4), "foreground": torch.randn(8, 4)})
+    total, terms = pabreid.build_loss(make_cfg(triplet="none"), 4, None)(out, {"pid": PIDS8})
+    assert sorted(terms) == ["id"] and total.item() == pytest.approx(terms["id"].item())
+    total, terms = pabreid.build_loss(make_cfg(id_embeddings="[]", triplet="per_part"), 4, None)(out, {"pid": PIDS8})
+    assert sorted(terms) == ["triplet"] and total.item() == pytest.approx(terms["triplet"].item())
+    with pytest.raises(ConfigError, match="id_embeddings"):
+        make_cfg(id_embeddings="[]", triplet="none")
+    with pytest.raises(ConfigError, match="id_embeddings"):
+        make_cfg(id_embeddings="[global, global]")
+
+
 def test_ablation_and_grid_configs_set_their_switches():
     root = Path("configs/pabreid")
     expected = {
         "table3_row1_no_part_attention_block": {"part_attention": "stripes"},
         "table3_row2_no_focuser": {"focuser": False},
         "table3_row3_no_pixel_predictor": {"predictor_layers": 0},
-        "table3_row4_plain_triplet": {"triplet": "global"},
+        "table3_row4_normal_triplet": {"triplet": "per_part"},
+        "fig5_col1_id_only": {"triplet": "none"},
+        "fig5_col2_triplet_only": {"id_embeddings": [], "triplet": "per_part"},
     }
     for mu in (0.3, 0.5, 0.7):
         for gamma in (0.15, 0.35, 0.55):

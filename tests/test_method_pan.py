@@ -171,14 +171,16 @@ def test_global_max_pool_fc_and_shared_local_fc_form_the_concatenated_embedding(
     assert out.visibility is None
 
 
-def test_table2_separate_fc_uses_one_weight_per_part():
+@pytest.mark.parametrize("local_bn", ["shared", "per_part"])
+def test_table2_separate_fc_uses_one_weight_per_part(local_bn):
     shared = small_model(shared_local_fc=True)
-    separate = small_model(shared_local_fc=False)
+    separate = small_model(shared_local_fc=False, local_bn=local_bn)
     n_shared = sum(p.numel() for p in shared.local_fc.parameters())
     n_sep = sum(p.numel() for p in separate.local_fc.parameters())
     c, d = shared.backbone.out_channels, 256
     assert n_shared == c * d + 2 * d  # weight + BN affine
-    assert n_sep == 3 * (c * d + 2 * d)
+    # Table 2 changes the FC only: the BN stays one BN of d channels unless local_bn=per_part
+    assert n_sep == 3 * c * d + (2 * d if local_bn == "shared" else 3 * 2 * d)
     randomise_bn(separate)
     separate.eval()
     with torch.no_grad():
@@ -186,7 +188,7 @@ def test_table2_separate_fc_uses_one_weight_per_part():
     pooled, lf = out.extras["pooled_locals"], separate.local_fc
     for i in range(3):
         y = pooled[:, i] @ lf.weight[i].t()
-        sl = slice(i * d, (i + 1) * d)
+        sl = slice(i * d, (i + 1) * d) if local_bn == "per_part" else slice(0, d)
         expected = (y - lf.bn.running_mean[sl]) / torch.sqrt(lf.bn.running_var[sl] + lf.bn.eps)
         expected = expected * lf.bn.weight[sl] + lf.bn.bias[sl]
         assert torch.allclose(out.parts[:, i], expected, atol=1e-4)

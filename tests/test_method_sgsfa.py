@@ -526,8 +526,12 @@ def test_table5_without_whole_attention_uses_the_plain_trunk_and_the_part_union_
 def test_ablation_configs_set_their_switches():
     root = Path("configs/sgsfa")
     expected = {"table5_no_whole_attention": {"whole_body_attention": False},
-                "matching_all_parts": {"matching": "all"}}
-    for lam in ("0.0", "0.2", "0.4", "0.6", "0.8", "1.0"):
+                "sec431_all_parts_matching": {"matching": "all"},
+                "sec431_global_matching": {"matching": "global"},
+                "sec431_horizontal_stripes": {"band_split": "stripes"},
+                "fig6_lambda_0.0": {"lambda_weight": 0.0, "se_weight": 0.8, "test_branch": "spatial"},
+                "fig6_lambda_1.0": {"lambda_weight": 1.0, "test_branch": "semantic"}}
+    for lam in ("0.2", "0.4", "0.6", "0.8"):
         expected[f"fig6_lambda_{lam}"] = {"lambda_weight": float(lam)}
     full = check_ablation_switches(root, expected)
     paper = load_config(root / "occluded_duke.yaml", [])

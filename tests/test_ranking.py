@@ -11,7 +11,7 @@ import torch
 
 from occreid.errors import DatasetError
 from occreid.evaluation import cuhk03_single_gallery_shot, rank_metrics
-from occreid.evaluation.ranking import positive_ranks
+from occreid.evaluation.ranking import positive_ranks, same_pid_pairs, stable_ranks
 
 
 def loop_reference(d, qp, gp, qc, gc, max_rank=50):
@@ -74,10 +74,10 @@ def test_matches_loop_on_random_and_tied_inputs(seed, integer):
     assert_same(ours, loop_reference(d, qp, gp, qc, gc, max_rank=20))
 
 
-@pytest.mark.parametrize("count_limit", [0, 10_000])
-def test_sorting_and_counting_paths_agree_with_loop(count_limit):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_chunks_and_threads_agree_with_loop(threads):
     d, qp, gp, qc, gc = random_problem(7, 17, 40, 4, 2, integer=True)
-    r = positive_ranks(d, qp, gp, qc, gc, chunk=6, count_limit=count_limit)
+    r = positive_ranks(d, qp, gp, qc, gc, chunk=6, threads=threads)
     ref = loop_reference(d, qp, gp, qc, gc)
     first = np.where(r["valid"], r["first"], -1)
     np.testing.assert_array_equal(first, ref["first_hit"])
@@ -189,3 +189,59 @@ def test_cuhk03_seeded_and_averaged():
             continue
         rank = sum(1 for j in np.flatnonzero(other) if d2[i, j] < d2[i, pos[0]])
         assert r["ap"][i] == pytest.approx(1 / (rank + 1))
+
+
+def brute_force(d, qp, gp, qc, gc):
+    """Per query, the 1-based rank of every true match counted directly (no sort): valid entries
+    (not same pid and camera) strictly nearer, plus tied valid entries of smaller gallery index."""
+    out = []
+    for i in range(d.shape[0]):
+        valid = ~((gp == qp[i]) & (gc == qc[i]))
+        matches = [j for j in range(d.shape[1]) if valid[j] and gp[j] == qp[i]]
+        ranks = sorted(1 + sum(1 for k in range(d.shape[1]) if valid[k] and (
+            d[i, k] < d[i, j] or (d[i, k] == d[i, j] and k < j))) for j in matches)
+        out.append(ranks)
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("values", [3, 1000])
+def test_positive_ranks_match_brute_force_with_ties_junk_and_no_match(seed, values):
+    rng = np.random.default_rng(seed)
+    nq, ng = 13, 57
+    d = rng.integers(0, values, (nq, ng)).astype(np.float32)  # 3 values: ties everywhere
+    d[:, 5] = d[:, 9]  # duplicate gallery images: exact ties across identities
+    qp, gp = rng.integers(0, 6, nq), rng.integers(0, 6, ng)
+    qc, gc = rng.integers(0, 3, nq), rng.integers(0, 3, ng)
+    qp[0] = 99  # no true match at all
+    gp[gp == qp[1]] = qp[1]
+    gc[gp == qp[1]] = qc[1]  # only junk for query 1
+    r = positive_ranks(d, qp, gp, qc, gc, chunk=4, threads=2)
+    for i, ranks in enumerate(brute_force(d, qp, gp, qc, gc)):
+        assert r["num_pos"][i] == len(ranks)
+        if not ranks:
+            assert not r["valid"][i] and r["first"][i] == -1
+            continue
+        assert (r["first"][i] + 1, r["last"][i] + 1) == (ranks[0], ranks[-1])
+        assert r["ap_sum"][i] == pytest.approx(sum((k + 1) / rank for k, rank in enumerate(ranks)), abs=1e-12)
+    assert not r["valid"][0] and not r["valid"][1]
+
+
+def test_stable_ranks_are_positions_in_a_stable_sort():
+    rng = np.random.default_rng(5)
+    d = rng.integers(0, 4, (6, 30)).astype(np.float64)
+    d[2, 7] = d[2, 3] = np.nan  # NaN sorts last, ties among NaNs by index
+    rows, gidx = np.nonzero(rng.random((6, 30)) < 0.3)
+    r, ranks, g = stable_ranks(d, rows, gidx)
+    position = np.argsort(np.argsort(d, axis=1, kind="stable"), axis=1, kind="stable")
+    np.testing.assert_array_equal(ranks, position[r, g])
+    assert all(np.all(np.diff(ranks[r == i]) > 0) for i in range(6))
+
+
+def test_same_pid_pairs_match_the_mask():
+    rng = np.random.default_rng(2)
+    qp, gp = rng.integers(0, 7, 11), rng.integers(0, 9, 40)
+    rows, gidx = same_pid_pairs(qp, gp)
+    want_rows, want_gidx = np.nonzero(qp[:, None] == gp[None, :])
+    np.testing.assert_array_equal(rows, want_rows)
+    np.testing.assert_array_equal(gidx, want_gidx)

@@ -79,3 +79,29 @@ def test_lambda_one_is_the_normalised_squared_distance():
     out = k_reciprocal_rerank(qg, qq, gg, k1=1, k2=1, lambda_value=1.0)
     # the query row of D^2 is [0, 1, 4]: its maximum (column 0 of the symmetric matrix) is 4
     np.testing.assert_allclose(out, [[1 / 4, 4 / 4]], atol=1e-7)
+
+
+def test_asymmetric_float32_inputs_follow_the_reference_transpose():
+    # the reference normalises columns of D^2 and transposes: with q_q / g_g not symmetric (e.g. a learnt
+    # distance) every row of the result reads a column of the input
+    rng = np.random.default_rng(5)
+    qg, qq, gg = (x + rng.random(x.shape) * 0.3 for x in problem(6, 9, 31, 4))
+    qg, qq, gg = (x.astype(np.float32) for x in (qg, qq, gg))
+    ours = k_reciprocal_rerank(qg, qq, gg, k1=7, k2=3, lambda_value=0.3, chunk=4)
+    np.testing.assert_allclose(ours, loop_rerank(qg, qq, gg, 7, 3, 0.3), atol=1e-4)
+
+
+def test_gathered_entries_have_the_bits_of_the_streamed_rows():
+    from occreid.evaluation.rerank import _original_distance, _original_entries
+
+    qg, qq, gg = (torch.from_numpy(x) for x in problem(7, 6, 20, 3))
+    n = 26
+    row_max, rank, q_block = _original_distance(qg, qq, gg, 5, chunk=4)
+    rows, cols = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    dense = _original_entries(qg, qq, gg, row_max, rows.reshape(-1), cols.reshape(-1)).view(n, n)
+    full = torch.from_numpy(np.block([[qq.numpy(), qg.numpy()], [qg.numpy().T, gg.numpy()]]))
+    expected = full.t().pow(2).float()
+    expected = expected / expected.amax(dim=1, keepdim=True)
+    assert torch.equal(dense, expected)
+    assert torch.equal(q_block, dense[:6, 6:])
+    assert torch.equal(rank, torch.topk(expected, 5, dim=1, largest=False, sorted=True).indices)

@@ -4,11 +4,12 @@ Example (runnable; see docs/inference.md)::
 
     import occreid.api as reid
 
-    model = reid.load("runs/bot/last.pt")                   # weights_only-safe loading
+    model = reid.load("runs/bot/last.pt")                   # weights_only-safe; or a package folder
     gallery = model.embed(["a.jpg", "b.jpg", "c.jpg"])      # paths, PIL images or uint8 H x W x 3 arrays
     query = model.embed([pil_image])
     d = model.distance(query, gallery)                      # [1, 3], the method's own distance recipe
     tracks = reid.aggregate_tracks(gallery, track_ids=[0, 0, 1])   # one embedding per track
+    unit = model.global_embedding(gallery)                  # [3, D] unit vectors: a tracker ONNX's output
 """
 
 from __future__ import annotations
@@ -91,6 +92,23 @@ class ReidModel:
         self.visibility_threshold = visibility_threshold(cfg)
         self.flip = cfg.eval.flip if flip is None else bool(flip)
 
+    @property
+    def global_key(self) -> str:
+        """The name of the global [N, D] embedding (the search candidates' and the tracker export's)."""
+        from occreid.inference.index import candidate_key
+
+        h, w = self.input_size
+        with torch.no_grad():
+            feats = self.model(torch.zeros(2, 3, h, w, device=self.device)).features()
+        return candidate_key(feats, self.cfg)
+
+    def global_embedding(self, embeddings: Embeddings) -> np.ndarray:
+        """[N, D] float32 L2-normalised rows of the global embedding: what a tracker export outputs."""
+        from occreid.inference.index import candidate_key
+
+        x = np.asarray(embeddings.arrays[candidate_key(embeddings.arrays, self.cfg)], dtype=np.float32)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
     @torch.no_grad()
     def embed_tensor(self, x: torch.Tensor) -> dict[str, np.ndarray]:
         """Features of a preprocessed batch [B, 3, H, W] at the model's input size (flip-averaged when
@@ -169,7 +187,8 @@ def features_distance(cfg: Config, qf: dict, gf: dict) -> np.ndarray:
 
 
 def load(checkpoint: str | Path, device: str = "cpu", flip: bool | None = None) -> ReidModel:
-    """Load a checkpoint (file or run folder) with `torch.load(weights_only=True)` into a ReidModel.
+    """Load a checkpoint (file or run folder) with `torch.load(weights_only=True)`, or a model package
+    folder (`occreid export package`: safetensors, no pickle), into a ReidModel.
 
     `flip` (default: the checkpoint's eval.flip) averages each image's features with its mirror's.
     CheckpointError for a missing / corrupt checkpoint or one of a method this occreid does not have."""
@@ -177,12 +196,17 @@ def load(checkpoint: str | Path, device: str = "cpu", flip: bool | None = None) 
     from occreid.engine.checkpoint import load_checkpoint
     from occreid.engine.evaluate import load_model
     from occreid.inference.identity import file_sha256, model_identity
+    from occreid.inference.model_package import package_folder, read_package
     from occreid.methods import METHODS
 
     path = Path(checkpoint)
-    if path.is_dir():
-        path = path / "last.pt"
-    ckpt = load_checkpoint(path)
+    package = package_folder(path)
+    if package is not None:
+        path = package
+        ckpt = read_package(package)
+    else:
+        path = path / "last.pt" if path.is_dir() else path
+        ckpt = load_checkpoint(path)
     name = ckpt["config"].get("model", {}).get("name")
     if name not in METHODS:
         raise CheckpointError(f"{path}: checkpoint of unknown method {name!r}; this occreid has "
@@ -192,7 +216,9 @@ def load(checkpoint: str | Path, device: str = "cpu", flip: bool | None = None) 
     except ConfigError as e:
         raise CheckpointError(f"{path}: its stored config does not validate: {e}") from None
     model = load_model(ckpt, cfg)
-    identity = model_identity(cfg, path, file_sha256(path))
+    # a package keeps its source checkpoint's fingerprint: features of either are interchangeable
+    sha = ckpt["source_checkpoint_sha256"] if package is not None else file_sha256(path)
+    identity = model_identity(cfg, path, sha)
     return ReidModel(model, cfg, identity=identity, device=device, flip=flip)
 
 

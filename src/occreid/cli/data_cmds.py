@@ -26,7 +26,7 @@ def register(sub) -> None:
     s.set_defaults(handler=run_stats)
 
     c = dsub.add_parser(
-        "check", help="find layout problems, unreadable images, camera-id and duplicate issues",
+        "check", help="find layout problems, unreadable images or part labels, camera-id and duplicate issues",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=examples(
             "occreid data check --dataset occluded_duke --root /data",
@@ -34,7 +34,8 @@ def register(sub) -> None:
         ),
     )
     _dataset_args(c)
-    c.add_argument("--no-images", action="store_true", help="do not open every image (names only)")
+    c.add_argument("--no-images", action="store_true",
+                   help="do not open every image and part label (names only)")
     c.add_argument("--workers", type=int, default=2, help="processes that verify images")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(handler=run_check)

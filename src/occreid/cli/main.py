@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from occreid.cli import data_cmds, demo_cmd, info_cmd, labels_cmds, train_cmds, use_cmds
+from occreid.cli import compare_cmd, data_cmds, demo_cmd, info_cmd, labels_cmds, train_cmds, use_cmds
 from occreid.errors import OccreidError
 
 # command name -> module with `register(subparsers)`; each registers its parser and handler
 COMMANDS = {
     "train": train_cmds,
     "eval": train_cmds,
+    "compare": compare_cmd,
     "data": data_cmds,
     "labels": labels_cmds,
     "info": info_cmd,
@@ -38,9 +39,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse argv; `key=value` overrides may sit anywhere among the flags of a command that takes them
+    (argparse alone takes one positional run, so `--rerank eval.k1=10` after other overrides failed)."""
+    args, rest = parser.parse_known_args(argv)
+    if rest and isinstance(getattr(args, "overrides", None), list):
+        late = [a for a in rest if "=" in a and not a.startswith("-")]
+        args.overrides = [*args.overrides, *late]
+        rest = [a for a in rest if a not in late]
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_with_overrides(parser, argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(sub) -> None:
@@ -34,13 +35,16 @@ def register(sub) -> None:
             "occreid eval --checkpoint runs/pabreid/last.pt --flip --json results.json",
         ),
     )
-    e.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
+    e.add_argument("--checkpoint", required=True, help="checkpoint file, run folder or model package folder")
     e.add_argument("--dataset", help="test dataset key (default: the training config's test datasets)")
     e.add_argument("--root", help="data root (default: the training config's data.root)")
     e.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)")
     e.add_argument("--flip", action="store_true", default=None, help="average features with the mirror image")
     e.add_argument("--json", dest="json_out", help="write the metrics JSON here")
     e.add_argument("--out", help="report folder (default: <checkpoint folder>/eval)")
+    e.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                   help="feature extraction: PyTorch, or ONNX Runtime on the CPU (the `export` extra; checked "
+                   "against PyTorch on the first batch)")
     e.add_argument(
         "overrides", nargs="*",
         help="dotted key=value overrides: eval.*, data.* and a method's test-time options "
@@ -50,33 +54,55 @@ def register(sub) -> None:
 
 
 def run_train(args) -> int:
-    from occreid.engine.trainer import train
+    """Train; a SIGINT/SIGTERM stop returns 128 + the signal's number after saying what was saved."""
+    from occreid.engine.stop_signals import StopNow
+    from occreid.engine.trainer import TrainingInterrupted, train
 
     if not args.config and not args.resume:
         from occreid.errors import ConfigError
 
         raise ConfigError("give --config FILE (see configs/) or --resume RUN_DIR")
-    result = train(args.config, args.overrides, resume_dir=args.resume)
+    try:
+        result = train(args.config, args.overrides, resume_dir=args.resume)
+    except TrainingInterrupted as e:
+        print(f"occreid: {e}", file=sys.stderr)
+        return e.exit_code
+    except StopNow as e:  # a signal during the stop itself
+        print(f"occreid: stopped at once by {e}", file=sys.stderr)
+        return 128 + e.signum
     print(f"trained {result.iterations} iterations; checkpoint: {result.run_dir / 'last.pt'}")
     if not args.no_eval:
         from occreid.engine.checkpoint import load_checkpoint
         from occreid.engine.evaluate import evaluate_checkpoint
 
         cfg = load_checkpoint(result.run_dir / "last.pt")["config"]
-        if cfg["data"]["test_datasets"] or _has_test_split(cfg):
-            for r in evaluate_checkpoint(str(result.run_dir / "last.pt")):
-                print(summary_line(r))
+        skipped = None if cfg["data"]["test_datasets"] else why_no_test_split(cfg)
+        if skipped:
+            print(
+                f"occreid: warning: no evaluation after training: {skipped}. The checkpoint is fine; evaluate "
+                f"it on another set with `occreid eval --checkpoint {result.run_dir / 'last.pt'} --dataset KEY "
+                "--root DIR`, or pass --no-eval to skip this step",
+                file=sys.stderr,
+            )
+            return 0
+        for r in evaluate_checkpoint(str(result.run_dir / "last.pt")):
+            print(summary_line(r))
     return 0
 
 
-def _has_test_split(cfg: dict) -> bool:
+def why_no_test_split(cfg: dict) -> str | None:
+    """Why the training set has nothing to evaluate on (None when it has query and gallery images)."""
     from occreid.data.datasets import load_dataset
 
+    key, root = cfg["data"]["dataset"], cfg["data"]["root"]
     try:
-        s = load_dataset(cfg["data"]["dataset"], cfg["data"]["root"])
-    except Exception:  # noqa: BLE001 - only deciding whether to evaluate
-        return False
-    return bool(s.query) and bool(s.gallery)
+        s = load_dataset(key, root)
+    except Exception as e:  # noqa: BLE001 - training is done; say why there is no test, do not crash
+        return f"data.dataset={key} under {root} cannot be loaded for testing ({type(e).__name__}: {e})"
+    empty = [name for name, split in (("query", s.query), ("gallery", s.gallery)) if not split]
+    if empty:
+        return f"data.dataset={key} under {root} has an empty or absent {' and '.join(empty)} split"
+    return None
 
 
 def summary_line(r: dict) -> str:
@@ -93,6 +119,7 @@ def run_eval(args) -> int:
     results = evaluate_checkpoint(
         args.checkpoint, dataset=args.dataset, root=args.root, overrides=args.overrides,
         rerank=args.rerank, flip=args.flip, json_out=args.json_out, out_dir=args.out,
+        runtime=args.runtime,
     )
     for r in results:
         print(summary_line(r))

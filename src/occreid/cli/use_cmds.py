@@ -33,6 +33,9 @@ def register(sub) -> None:
     e.add_argument("--device", default="cpu")
     e.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="average with the mirror image (default: the checkpoint's eval.flip)")
+    e.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                   help="PyTorch, or ONNX Runtime on the CPU (the `export` extra; checked against PyTorch on "
+                   "the first batch)")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(handler=run_extract)
 
@@ -69,6 +72,7 @@ def register(sub) -> None:
             "occreid search --index gallery.index --query query.feats --json results.json",
             "occreid search --index gallery.index --images new_crops/ --topk 5 --picture ranks.png",
             "occreid search --index gallery.index --query q.feats --rerank 200 --same-camera-filter off",
+            "occreid search --index gallery.index --query best.feats --allow-other-checkpoint",
         ),
     )
     s.add_argument("--index", required=True, help="index folder from `occreid index build`")
@@ -86,25 +90,43 @@ def register(sub) -> None:
     s.add_argument("--picture", help="write a rank-list picture (PNG) here")
     s.add_argument("--picture-queries", type=int, default=8, help="queries drawn in --picture")
     s.add_argument("--workers", type=int, default=0)
+    s.add_argument("--allow-other-checkpoint", action="store_true",
+                   help="search with queries extracted by another checkpoint (or config) than the gallery's; "
+                   "refused by default because two models' features are not comparable")
     s.set_defaults(handler=run_search)
 
     x = sub.add_parser(
-        "export", help="export a checkpoint to ONNX (embeddings + visibility, metadata, parity check)",
+        "export", help="export a checkpoint: ONNX (full or tracker, fp32 or INT8), OpenVINO IR, model package",
         formatter_class=raw,
         epilog=examples(
             "occreid export --checkpoint runs/bot/last.pt --out bot.onnx",
             "occreid export onnx --checkpoint runs/pabreid/last.pt --out pabreid.onnx --opset 17",
             "occreid export --checkpoint runs/pcb/last.pt --out pcb.onnx --no-dynamic-batch",
+            "occreid export onnx --tracker --checkpoint runs/bot/last.pt --out bot_tracker.onnx",
+            "occreid export onnx --int8 --calib DATA/Occluded_Duke/bounding_box_train --checkpoint runs/bot/last.pt "
+            "--out bot_int8.onnx --check-dataset occluded_duke --root DATA",
+            "occreid export openvino --checkpoint runs/bot/last.pt --out bot_openvino_model/",
+            "occreid export package --checkpoint runs/bot/last.pt --out bot_occduke/",
         ),
     )
-    x.add_argument("format", nargs="?", choices=["onnx"], default="onnx", help="export format (onnx)")
-    x.add_argument("--checkpoint", required=True)
-    x.add_argument("--out", required=True, help="ONNX file to write")
+    x.add_argument("format", nargs="?", choices=["onnx", "openvino", "package"], default="onnx",
+                   help="onnx (default), openvino (IR .xml + .bin) or package (safetensors folder)")
+    x.add_argument("--checkpoint", required=True, help="checkpoint file, run folder or model package folder")
+    x.add_argument("--out", required=True, help="ONNX file, OpenVINO .xml (or folder), or new package folder")
     x.add_argument("--opset", type=int, default=17)
     x.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
                    help="dynamic batch axis (default on)")
+    x.add_argument("--tracker", action="store_true",
+                   help="tracker interface: input `images`, one output `output` (L2-normalised global embedding)")
+    x.add_argument("--int8", action="store_true", help="ONNX only: INT8 static quantization (needs --calib)")
+    x.add_argument("--calib", help="--int8: folder of training crops to calibrate on")
+    x.add_argument("--calib-images", type=int, default=300, help="--int8: crops drawn from --calib")
+    x.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"], default="minmax")
     x.add_argument("--parity-images", type=int, default=8,
                    help="random images checked against PyTorch after export (0 = skip)")
+    x.add_argument("--check-dataset", metavar="KEY",
+                   help="also evaluate the export next to PyTorch on this test dataset (R1, mAP, top-1 changes)")
+    x.add_argument("--root", help="--check-dataset: data root (default: the checkpoint's data.root)")
     x.set_defaults(handler=run_export)
 
 
@@ -112,7 +134,11 @@ def run_extract(args) -> int:
     from occreid.api import load
     from occreid.inference.extract_folder import extract_folder
 
-    model = load(args.checkpoint, device=args.device, flip=args.flip)
+    model = load(args.checkpoint, device="cpu" if args.runtime == "onnx" else args.device, flip=args.flip)
+    if args.runtime == "onnx":
+        from occreid.inference.onnx_features import OnnxEmbedder
+
+        model = OnnxEmbedder(model)
     fs = extract_folder(model, args.images, args.out, batch_size=args.batch_size, workers=args.workers,
                         resume=args.resume, shard_size=args.shard_size, dtype=args.dtype,
                         progress=not args.no_progress)
@@ -152,16 +178,19 @@ def run_search(args) -> int:
         from occreid.api import load
         from occreid.inference.extract_folder import extract_folder
 
-        ckpt = args.checkpoint or idx.meta["identity"].get("checkpoint")
+        ckpt = args.checkpoint or gallery_checkpoint(idx, args.index)
         with tempfile.TemporaryDirectory() as tmp:
             queries = extract_folder(load(ckpt), args.images, Path(tmp) / "query.feats", workers=args.workers,
                                      progress=False)
             queries = queries.take(range(len(queries)))  # into memory before the folder goes
+        source = f"--images {args.images}"
     else:
         queries = read_features(args.query)
+        source = f"--query {args.query}"
+    idx.check_queries(queries, args.allow_other_checkpoint, source)
     result = idx.search(queries, topk=args.topk, rerank=args.rerank,
                         same_camera_filter=args.same_camera_filter == "on", nprobe=args.nprobe,
-                        ef_search=args.ef_search)
+                        ef_search=args.ef_search, allow_other_checkpoint=args.allow_other_checkpoint)
     payload = result.to_json()
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -170,6 +199,7 @@ def run_search(args) -> int:
     if args.picture:
         from occreid.inference.rank_picture import search_picture
 
+        require_images(result, idx.meta["features"], source, args.picture_queries)
         if search_picture(result, args.picture, args.picture_queries):
             print(f"picture: {args.picture}")
     if not args.json_out:
@@ -179,23 +209,110 @@ def run_search(args) -> int:
     return 0
 
 
-def run_export(args) -> int:
-    import torch
+def gallery_checkpoint(idx, index: str) -> str:
+    """The checkpoint that made the gallery (recorded absolute since this occreid); DatasetError with the
+    fix when the index records none or it is not there (an older, relative record read from elsewhere)."""
+    from occreid.errors import DatasetError
 
+    ckpt = idx.meta["identity"].get("checkpoint")
+    if not ckpt:
+        raise DatasetError(f"{index}: the index records no checkpoint; pass --checkpoint CKPT for --images")
+    if not Path(ckpt).exists():
+        raise DatasetError(f"{index}: the gallery's checkpoint {ckpt} is not there (moved, or a relative path "
+                           "recorded by an older occreid from another folder); pass --checkpoint CKPT")
+    return ckpt
+
+
+def require_images(result, features: str, source: str, max_queries: int) -> None:
+    """DatasetError naming the feature folder when images a rank-list picture draws are missing (e.g.
+    relative paths recorded by an older occreid, read from another working directory)."""
+    from occreid.errors import DatasetError
+
+    drawn = [i for i in range(len(result.query_paths)) if (result.indices[i] >= 0).any()][:max_queries]
+    wanted = [(f"query ({source})", result.query_paths[i]) for i in drawn]
+    wanted += [(f"gallery ({features})", result.gallery_paths[j])
+               for i in drawn for j in result.indices[i][result.indices[i] >= 0].tolist()]
+    for what, path in wanted:
+        if not Path(path).is_file():
+            raise DatasetError(
+                f"--picture: {what} image {path} not found from {Path.cwd()}; the feature folder records "
+                "paths relative to where it was extracted: run the search there, or extract again with this "
+                "occreid (it records absolute paths)"
+            )
+
+
+def run_export(args) -> int:
+    from occreid.errors import ConfigError
+
+    if args.format == "package":
+        from occreid.inference.model_package import write_package
+
+        out = write_package(args.checkpoint, args.out)
+        print(f"model package -> {out} ({', '.join(sorted(p.name for p in out.iterdir()))})")
+        return 0
+    if args.int8 and (args.format != "onnx" or not args.calib):
+        raise ConfigError("--int8 applies to `occreid export onnx` and needs --calib FOLDER (training crops)")
+    if args.check_dataset and not args.dynamic_batch:
+        raise ConfigError("--check-dataset runs batches: drop --no-dynamic-batch")
     from occreid.api import load
-    from occreid.inference.export_onnx import OnnxReidModel, export_onnx, parity
 
     model = load(args.checkpoint, flip=False)
-    path = export_onnx(model, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch)
-    runner = OnnxReidModel(path)
-    print(f"exported {model.method} -> {path} (outputs: {', '.join(runner.names)}; onnx.checker passed)")
+    runner, label = export_file(model, args)
+    print(f"exported {model.method} ({label}) -> {runner.path} (outputs: {', '.join(runner.names)})")
+    status = 0
     if args.parity_images > 0:
-        h, w = model.input_size
-        n = args.parity_images if args.dynamic_batch else 1
-        report = parity(model, runner, torch.randn(n, 3, h, w, generator=torch.Generator().manual_seed(0)))
-        diffs = ", ".join(f"{k} {v:.1e}" for k, v in report.max_abs_diff.items())
-        print(f"parity with PyTorch on {n} random images: max |diff| {diffs}; visibility flips "
-              f"{report.visibility_flips}, near threshold {report.near_threshold}: "
-              f"{'OK' if report.ok else 'FAILED'}")
-        return 0 if report.ok else 1
-    return 0
+        status = print_parity(model, runner, args, label)
+    if args.check_dataset:
+        from occreid.inference.runtime_accuracy import compare_runtimes
+
+        report = compare_runtimes(load(args.checkpoint), {label: runner}, args.check_dataset, args.root)
+        print(report.table())
+        row = report.rows[-1]
+        if args.int8:
+            from occreid.inference.export_onnx import attach_metadata
+
+            attach_metadata(runner.path, {"accuracy_check": {
+                "dataset": report.dataset, "rank1": row.rank1, "mAP": row.mAP, "reference": row.reference,
+                "reference_mAP": row.reference_mAP, "top1_changed": row.top1_changed, "recommended": row.ok}})
+        if not row.ok:
+            print(f"{label} loses {row.map_drop:.2f} mAP points against {row.reference} (more than 1): "
+                  "not recommended; ship the fp32 export")
+            status = 1
+    return status
+
+
+def export_file(model, args):
+    """Write the export `args` ask for; returns (runner of the written file, runtime label)."""
+    tracker = " tracker" if args.tracker else ""
+    if args.format == "openvino":
+        from occreid.inference.export_openvino import OpenVinoReidModel, export_openvino
+
+        path = export_openvino(model, args.out, tracker=args.tracker, dynamic_batch=args.dynamic_batch,
+                               opset=args.opset)
+        return OpenVinoReidModel(path), f"OpenVINO fp32{tracker}"
+    from occreid.inference.export_onnx import OnnxReidModel, export_onnx
+
+    if args.int8:
+        from occreid.inference.quantize_int8 import quantize_int8
+
+        path = quantize_int8(model, args.out, args.calib, count=args.calib_images, tracker=args.tracker,
+                             method=args.calib_method, opset=args.opset)
+        return OnnxReidModel(path), f"ONNX INT8{tracker}"
+    path = export_onnx(model, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch, tracker=args.tracker)
+    return OnnxReidModel(path), f"ONNX fp32{tracker}; onnx.checker passed"
+
+
+def print_parity(model, runner, args, label: str) -> int:
+    """Random images through PyTorch and the export; INT8 is reported, not judged (it is never exact)."""
+    import torch
+
+    from occreid.inference.export_onnx import parity
+
+    h, w = model.input_size
+    n = args.parity_images if args.dynamic_batch else 1
+    report = parity(model, runner, torch.randn(n, 3, h, w, generator=torch.Generator().manual_seed(0)))
+    diffs = ", ".join(f"{k} {v:.1e}" for k, v in report.max_abs_diff.items())
+    verdict = "INT8: judge it with --check-dataset" if args.int8 else ("OK" if report.ok else "FAILED")
+    print(f"parity with PyTorch on {n} random images: max |diff| {diffs}; visibility flips "
+          f"{report.visibility_flips}, near threshold {report.near_threshold}: {verdict}")
+    return 0 if report.ok or args.int8 else 1

@@ -5,26 +5,43 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+from occreid.config.ranges import Range
 from occreid.errors import ConfigError
 
 
 def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Annotated:
+        return _type_name(get_args(tp)[0])
     if get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(tp))
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:
-    """Return `value` converted to type `tp`, or raise ConfigError naming `key`."""
+    """Return `value` converted to type `tp` (and inside its declared Range), or raise ConfigError
+    naming `key`."""
     origin = get_origin(tp)
     if tp is Any:
+        return value
+    if origin is Annotated:
+        base, *extras = get_args(tp)
+        value = coerce(value, base, key)
+        for extra in extras:
+            if isinstance(extra, Range):
+                extra.check(value, key)
         return value
     if origin in (Union, types.UnionType):
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own message (e.g. its range) is the clearest
+            try:
+                return coerce(value, options[0], key)
+            except ConfigError as e:
+                raise ConfigError(f"{e} (or null)") from None
         errors = []
         for a in args:
             if a is type(None):
@@ -88,7 +105,7 @@ def build(cls: type, data: Any, prefix: str = "") -> Any:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)  # extras: the Range of Annotated fields
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:

@@ -1,9 +1,10 @@
 """`occreid data check`: load a dataset and report what would make training or evaluation wrong.
 
-Errors: no dataset at the root, an empty query set, unreadable or truncated images, no query with a
-cross-camera match in the gallery. Warnings: absent splits, names that do not parse, query ids absent
-from the gallery, query files duplicated in the gallery (Occluded-Duke has 1,870: same camera, so junk
-by the protocol, but worth knowing).
+Errors: no dataset at the root, an empty query set, unreadable or truncated images, unreadable part
+labels or labels of another aspect ratio than their image, no query with a cross-camera match in the
+gallery. Warnings: absent splits, names that do not parse, query ids absent from the gallery, query
+files duplicated in the gallery (Occluded-Duke has 1,870: same camera, so junk by the protocol, but
+worth knowing), part labels at another resolution (same aspect ratio) than their image.
 """
 
 from __future__ import annotations
@@ -91,6 +92,67 @@ def unreadable_images(paths: Sequence[str], workers: int, progress: bool) -> lis
             bar.update()
     bar.close()
     return [(p, r) for p, r in zip(paths, reasons) if r is not None]
+
+
+def check_label(image_path: str, label_path: str) -> tuple[str, str] | None:
+    """(kind, reason) for a part label that is unreadable ("unreadable") or does not fit its image
+    ("stretched": another aspect ratio; "rescaled": same aspect ratio, another resolution); None if fine."""
+    from PIL import Image
+
+    from occreid.data.images import label_size_problem
+    from occreid.errors import LabelError
+    from occreid.labels.format import read_label
+
+    try:
+        label = read_label(label_path)
+    except LabelError as e:
+        return "unreadable", str(e)
+    try:
+        with Image.open(image_path) as im:
+            w, h = im.size
+    except Exception:  # noqa: BLE001 - an unreadable image is reported by the image check
+        return None
+    problem = label_size_problem(label.shape, (h, w))
+    if problem:
+        return "stretched", problem
+    if label.shape != (h, w):
+        return "rescaled", f"label {label.shape[0]}x{label.shape[1]} for image {h}x{w}"
+    return None
+
+
+def label_problems(records: Sequence[Record], workers: int) -> tuple[dict[str, list[str]], int]:
+    """Problems of every existing part-label file by kind (see `check_label`), as 'label (reason)', and
+    how many label files were checked."""
+    pairs = list(dict.fromkeys((r.path, r.label_path) for r in records
+                               if r.label_path is not None and os.path.isfile(r.label_path)))
+    found: dict[str, list[str]] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for (_, label), result in zip(pairs, pool.map(lambda p: check_label(*p), pairs)):
+            if result is not None:
+                found.setdefault(result[0], []).append(f"{label} ({result[1]})")
+    return found, len(pairs)
+
+
+def check_labels(splits: DatasetSplits, report: CheckReport, workers: int) -> None:
+    """Unreadable labels and labels of another aspect ratio than their image are errors (training stops
+    on them with a LabelError); labels at another resolution but the same aspect ratio are a warning
+    (resized nearest-neighbour when loaded)."""
+    records = [r for s in splits.present() for r in splits.split(s)]
+    found, report.info["labels_checked"] = label_problems(records, workers)
+    if found.get("unreadable"):
+        report.errors.append(f"{len(found['unreadable'])} part labels are unreadable: "
+                             f"{examples(found['unreadable'], 3)}; re-create them with `occreid labels make`")
+    if found.get("stretched"):
+        report.errors.append(
+            f"{len(found['stretched'])} part labels do not fit their image (another aspect ratio; loading "
+            f"them raises LabelError rather than stretching): {examples(found['stretched'], 3)}; re-create "
+            "them with `occreid labels make`"
+        )
+    if found.get("rescaled"):
+        report.warnings.append(
+            f"{len(found['rescaled'])} part labels are at another resolution than their image (same aspect "
+            f"ratio), resized nearest-neighbour when loaded: {examples(found['rescaled'], 3)}"
+        )
 
 
 def cross_camera_matches(query: Sequence[Record], gallery: Sequence[Record]) -> np.ndarray:
@@ -193,4 +255,5 @@ def check_dataset(
                 + examples([f"{p} ({why})" for p, why in bad])
                 + "; re-download or remove them"
             )
+        check_labels(splits, report, workers)
     return report

@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from occreid.data.records import Record
-from occreid.errors import DatasetError
+from occreid.errors import DatasetError, LabelError
 from occreid.labels.format import group_label, grouping_lut, read_label
 
 Transform = Callable[[np.ndarray, np.ndarray | None, np.random.Generator | None], tuple[Any, Any]]
@@ -40,6 +40,28 @@ def read_image(path: str | Path) -> np.ndarray:
         ) from e
 
 
+def label_size_problem(label_shape: tuple[int, ...], image_shape: tuple[int, ...]) -> str | None:
+    """None when a label of `label_shape` (H, W) fits an image of `image_shape`: the same size, or the
+    same aspect ratio at another resolution (within one label pixel); else the mismatch in words."""
+    (lh, lw), (ih, iw) = label_shape[:2], image_shape[:2]
+    if (lh, lw) == (ih, iw) or abs(lw - lh * iw / ih) <= 1:
+        return None
+    return f"label {lh}x{lw} (HxW) does not fit image {ih}x{iw}: another aspect ratio, it would be stretched"
+
+
+def fit_label(label: np.ndarray, shape: tuple[int, int], path: str | Path) -> np.ndarray:
+    """The label at the image's size `shape`. Decision: a label at another resolution but the image's
+    aspect ratio is resized nearest-neighbour; one of another aspect ratio (a label made for another
+    image or crop) raises LabelError, since stretching it would put parts in the wrong places."""
+    problem = label_size_problem(label.shape, shape)
+    if problem:
+        raise LabelError(f"{path}: {problem}; re-create it with `occreid labels make` "
+                         "(`occreid data check` lists every such label)")
+    if label.shape != shape:
+        label = np.asarray(Image.fromarray(label).resize(shape[::-1], Image.Resampling.NEAREST))
+    return label
+
+
 class ReidImageDataset(Dataset):
     """Records -> dicts {image [3,H,W] float, pid, camid, index, label [H,W] long, has_label bool}.
 
@@ -47,8 +69,9 @@ class ReidImageDataset(Dataset):
     first) and then grouped into the K parts of `grouping` (0 = background); the atomic map when
     `grouping` is None; all zeros with has_label False when the record has no label file. Decision: a
     `label_path` whose file does not exist counts as unlabelled (partial label sets still train); an
-    existing but unreadable file raises LabelError. With `train=False` a plain index gets no random
-    generator: the transform must then be deterministic (a random op raises).
+    existing but unreadable file, or one of another aspect ratio than its image, raises LabelError. With
+    `train=False` a plain index gets no random generator: the transform must then be deterministic (a
+    random op raises).
     """
 
     def __init__(
@@ -87,11 +110,7 @@ class ReidImageDataset(Dataset):
     def _read_label(self, record: Record, shape: tuple[int, int]) -> np.ndarray | None:
         if record.label_path is None or not Path(record.label_path).is_file():
             return None
-        label = read_label(record.label_path)
-        if label.shape != shape:
-            # A label stored at another resolution: bring it to the image's, nearest neighbour.
-            label = np.asarray(Image.fromarray(label).resize(shape[::-1], Image.Resampling.NEAREST))
-        return label
+        return fit_label(read_label(record.label_path), shape, record.label_path)
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
         index, rng = self._rng(item)

@@ -3,12 +3,18 @@ flip-averaged, sharded over processes with the padding dropped)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from occreid.config import Config
 from occreid.data.records import Record
 from occreid.engine.distributed import all_gather_objects
+from occreid.engine.phase_timer import PhaseTimer
+
+#: images [B, 3, H, W] -> name -> features [B, ...]: the model's own `features()` or another runtime's
+Forward = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
 @torch.no_grad()
@@ -22,11 +28,15 @@ def extract_features(
     progress: bool = True,
     rank: int = 0,
     world_size: int = 1,
+    forward: Forward | None = None,
+    timer: PhaseTimer | None = None,
 ) -> dict[str, torch.Tensor]:
     """Return name -> tensor [N, ...] in the order of `records` (float32, on CPU).
 
     With `flip`, embeddings of the image and its mirror are averaged (visibility: mean of both); L2
-    normalisation happens once, later, in the distance recipe (fast-reid normalises twice).
+    normalisation happens once, later, in the distance recipe (fast-reid normalises twice). `forward`
+    replaces `model(x).features()` (e.g. ONNX Runtime); `timer` gets the phases `data` (waiting for
+    decoded, preprocessed batches) and `forward`.
     """
     from tqdm import tqdm
 
@@ -43,16 +53,24 @@ def extract_features(
     )
     was_training = model.training
     model.eval()
+    timer = timer or PhaseTimer()
+    run = forward or (lambda x: model(x).features())
     chunks: dict[str, list[torch.Tensor]] = {}
     dtype = next(model.parameters()).dtype
-    for batch in tqdm(loader, desc="extract", unit="batch", disable=not progress, dynamic_ncols=True):
-        images = batch["image"].to(device, dtype=dtype)
-        feats = model(images).features()
-        if flip:
-            mirrored = model(torch.flip(images, dims=[3])).features()
-            feats = {k: flip_merge(k, v, mirrored[k]) for k, v in feats.items()}
-        for k, v in feats.items():
-            chunks.setdefault(k, []).append(v.float().cpu())
+    batches = iter(tqdm(loader, desc="extract", unit="batch", disable=not progress, dynamic_ncols=True))
+    while True:
+        with timer.phase("data"):
+            batch = next(batches, None)
+        if batch is None:
+            break
+        with timer.phase("forward"):
+            images = batch["image"].to(device, dtype=dtype)
+            feats = run(images)
+            if flip:
+                mirrored = run(torch.flip(images, dims=[3]))
+                feats = {k: flip_merge(k, v, mirrored[k]) for k, v in feats.items()}
+            for k, v in feats.items():
+                chunks.setdefault(k, []).append(v.float().cpu())
     model.train(was_training)
     local = {k: torch.cat(v) for k, v in chunks.items()}
     if world_size > 1:

@@ -1,4 +1,4 @@
-"""The run folder: resolved config, metrics.jsonl, optional TensorBoard, checkpoints."""
+"""The run folder: resolved config, metrics.jsonl, optional TensorBoard, checkpoints (last.pt, last.prev.pt)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from occreid.config import Config, config_hash, save_config
+from occreid.engine.checkpoint import previous_path, remove_partial_writes
 from occreid.errors import ConfigError
 
 
@@ -16,18 +17,23 @@ class RunDir:
 
     def __init__(self, cfg: Config, path: str | Path | None = None, *, write: bool = True, fresh: bool = False):
         """fresh: a new run, which must not overwrite another run's checkpoint; the log of a run killed
-        before its first checkpoint is cleared, so metrics.jsonl describes this run only."""
+        before its first checkpoint is cleared, so metrics.jsonl describes this run only. The writer
+        must hold the folder's RunLock: it removes what a killed writer left half-written."""
         self.path = Path(path or cfg.run.out)
         self.write = write
+        self.notes: list[str] = []  # repairs made on opening, for the user
         self._tb = None
-        if fresh and self.last.is_file():
+        held = [p for p in (self.last, previous_path(self.last)) if p.is_file()]
+        if fresh and held:
             raise ConfigError(
-                f"run.out={self.path} already holds a run ({self.last}): continue it with "
+                f"run.out={self.path} already holds a run ({held[0]}): continue it with "
                 f"`occreid train --resume {self.path}`, or set run.out to a new folder"
             )
         if fresh and write:
             (self.path / "metrics.jsonl").unlink(missing_ok=True)
         if write:
+            for p in remove_partial_writes(self.path):
+                self.notes.append(f"removed {p}, a checkpoint write that a stopped process never finished")
             self.path.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.path / "config.yaml")
             if cfg.run.tensorboard:

@@ -1,12 +1,18 @@
 """The training loop: iteration-based, resumable to the same state, safe against NaN, DDP-ready.
 
 Flow: records -> transforms -> identity-balanced sampler -> model -> ModelOutput -> method loss recipe.
+A stop for any reason (an error, a NaN or exploding loss, SIGINT/SIGTERM) first writes last.pt at the
+last whole iteration, and its message says which checkpoint holds which iteration.
 """
 
 from __future__ import annotations
 
+import math
 import random
+import statistics
+import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +22,13 @@ from torch import nn
 
 from occreid.config import Config, load_config
 from occreid.data.records import DatasetSplits, Record
-from occreid.engine.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from occreid.engine.checkpoint import (
+    CheckpointWriteError,
+    load_for_resume,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+)
 from occreid.engine.distributed import (
     DistInfo,
     average_gradients,
@@ -25,13 +37,25 @@ from occreid.engine.distributed import (
     rank_device,
 )
 from occreid.engine.run_dir import RunDir
+from occreid.engine.run_lock import RunLock
 from occreid.engine.schedule import lr_factor
-from occreid.errors import ConfigError, OccreidError
+from occreid.engine.stop_signals import StopNow, StopSignals
+from occreid.errors import CheckpointError, ConfigError, OccreidError
 from occreid.methods import get_method
+
+LOSS_GUARD_WINDOW = 50  # train.loss_guard compares each loss with the median of this many before it
 
 
 class TrainingDiverged(OccreidError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite, or exploded past train.loss_guard; the message says what is saved."""
+
+
+class TrainingInterrupted(OccreidError):
+    """SIGINT or SIGTERM stopped the run; the message says which checkpoint holds which iteration."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum  # the shell's code for "killed by this signal"
 
 
 @dataclass
@@ -114,17 +138,34 @@ def build_optimizer(cfg: Config, model: nn.Module, loss: nn.Module) -> torch.opt
 
 
 class Trainer:
-    """Holds the state of one training run; `fit()` runs it to `total_iters`."""
+    """Holds the state of one training run; `fit()` runs it to `total_iters`.
+
+    The main process holds the run folder's lock (RUN/.lock) from construction until `fit()` ends or
+    `close()` is called, so a second writer into the same folder is refused.
+    """
 
     def __init__(self, cfg: Config, *, resume: bool = False, dist_info: DistInfo | None = None):
-        from occreid.data.images import ReidImageDataset
-        from occreid.data.sampler import DistributedIdentitySampler, IdentityBalancedSampler
-        from occreid.data.transforms import build_transforms
-
         self.cfg = cfg
         self.device = resolve_device(cfg.train.device)
         self.dist = dist_info or init_distributed(self.device)
         self.device = rank_device(self.device, self.dist)
+        self.lock = RunLock(cfg.run.out) if self.dist.is_main else None
+        if self.lock is not None and self.lock.note:
+            self._note(self.lock.note)
+        try:
+            self._setup(resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, resume: bool) -> None:
+        from occreid.data.images import ReidImageDataset
+        from occreid.data.sampler import DistributedIdentitySampler, IdentityBalancedSampler
+        from occreid.data.transforms import build_transforms
+
+        cfg = self.cfg
+        self.run: RunDir | None = None
+        resumed = self._resume_checkpoint() if resume else None
         self.method = get_method(cfg.model.name)
         seed_everything(cfg.train.seed)
 
@@ -176,9 +217,52 @@ class Trainer:
         self.input_dtype = next(self.model.parameters()).dtype
         self.iteration = 0
         self.train_seconds = 0.0  # wall time in training steps (data wait included), summed across resumes
+        self.recent_losses: deque[float] = deque(maxlen=LOSS_GUARD_WINDOW)  # for train.loss_guard
+        self.saved: dict[str, int | None] = {"last.pt": None, "last.prev.pt": None}  # iteration of each file
+        self.updating = False  # True while a weight update is half applied (no checkpoint then)
         self.run = RunDir(cfg, write=self.dist.is_main, fresh=not resume)
-        if resume:
-            self._restore(load_checkpoint(self.run.last, method=cfg.model.name))
+        for note in self.run.notes:
+            self._note(note)
+        if resumed is not None:
+            ckpt, path = resumed
+            self._restore(ckpt)
+            self.saved[path.name] = self.iteration
+        self.good_rng = rng_state()  # the RNG state after the last whole iteration, as checkpoints store it
+        self.good_buffers: list[torch.Tensor] = []  # model/loss buffers (BN statistics) before this forward
+        self.forward_started = False  # this iteration's forward has run: buffers differ from good_buffers
+
+    def _resume_checkpoint(self) -> tuple[dict, Path]:
+        """The newest loadable checkpoint in run.out (last.pt, else last.prev.pt), or a clear error."""
+        folder = Path(self.cfg.run.out)
+        ckpt, path, notes = load_for_resume(folder, method=self.cfg.model.name, move_aside=self.dist.is_main)
+        for note in notes:
+            self._note(note)
+        if ckpt is None:
+            why = "; ".join(notes) or (
+                "it has no last.pt or last.prev.pt: the run stopped before its first checkpoint "
+                f"(train.checkpoint_every={self.cfg.train.checkpoint_every})"
+            )
+            raise CheckpointError(
+                f"--resume {folder}: nothing to resume, {why}; start the run again with "
+                f"`occreid train --config {folder / 'config.yaml'}`"
+            )
+        if path.name != "last.pt":
+            self._note(f"resuming from {path} (iteration {int(ckpt['iteration'])}), the checkpoint before last.pt")
+        return ckpt, path
+
+    def _note(self, text: str) -> None:
+        """A line for the user on stderr (main process only): what was repaired or taken over, and how."""
+        if self.dist.is_main:
+            print(f"occreid: note: {text}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        """Close the run's writers and release the run folder's lock (fit() does this when it ends)."""
+        run = getattr(self, "run", None)
+        if run is not None:
+            run.close()
+        lock = getattr(self, "lock", None)
+        if lock is not None:
+            lock.release()
 
     # ---- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -195,7 +279,8 @@ class Trainer:
             "iteration": self.iteration,
             "train_seconds": self.train_seconds,
             "num_classes": self.num_classes,
-            "rng": rng_state(),
+            "rng": self.good_rng,
+            "recent_losses": torch.tensor(list(self.recent_losses), dtype=torch.float64),
         }
         if self.loss_optimizer is not None:
             state["loss_optimizer"] = self.loss_optimizer.state_dict()
@@ -211,12 +296,20 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.iteration = int(ckpt["iteration"])
         self.train_seconds = float(ckpt.get("train_seconds", 0.0))
+        if "recent_losses" in ckpt:
+            self.recent_losses.extend(float(v) for v in ckpt["recent_losses"])
         set_rng_state(ckpt["rng"])
         self.run.truncate_log(self.iteration)
 
     def save(self, name: str = "last.pt") -> None:
-        if self.dist.is_main:
-            save_atomic(self.state_dict(), self.run.path / name)
+        """Write the state after the last whole iteration; last.pt keeps the one it replaces as last.prev.pt."""
+        if not self.dist.is_main:
+            return
+        rotate = name == "last.pt"
+        save_atomic(self.state_dict(), self.run.path / name, keep_previous=rotate)
+        if rotate:
+            self.saved["last.prev.pt"] = self.saved["last.pt"]
+            self.saved["last.pt"] = self.iteration
 
     # ---- loop --------------------------------------------------------------------------------
     def _set_lr(self) -> float:
@@ -258,7 +351,28 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def fit(self, *, stop_after: int | None = None) -> TrainResult:
-        """Train to the end (or `stop_after` more iterations); checkpoint every `checkpoint_every`."""
+        """Train to the end (or `stop_after` more iterations); checkpoint every `checkpoint_every`.
+
+        A stop on the way (an error, a NaN or exploding loss, SIGINT/SIGTERM) first writes last.pt at the
+        last whole iteration, then re-raises with what the run folder holds; the lock is released.
+        """
+        if self.dist.is_main and (self.lock is None or not self.lock.held):  # fit() again after a fit()
+            self.lock = RunLock(self.cfg.run.out)
+        with StopSignals(enabled=not self.dist.enabled) as signals:  # DDP ranks must stop together
+            try:
+                return self._train(signals, stop_after)
+            except StopNow as e:
+                raise TrainingInterrupted(
+                    f"a second {e} stopped the run at once during iteration {self.iteration + 1}, without "
+                    f"saving; {self._on_disk()}.{self._next_step()}", e.signum,
+                ) from None
+            except BaseException as e:
+                self._explain_stop(e)
+                raise
+            finally:
+                self.close()
+
+    def _train(self, signals: StopSignals, stop_after: int | None) -> TrainResult:
         from tqdm import tqdm
 
         t = self.cfg.train
@@ -271,61 +385,181 @@ class Trainer:
         start = self.iteration
         accum = max(1, t.accum_steps)
         tick = time.perf_counter()
-        for _epoch, batch in self._batches():
-            lr = self._set_lr()
-            batch = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-            images = batch["image"].to(self.input_dtype)
-            if t.channels_last and self.device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
-                out = self.forward_model(images)
-                loss, terms = self.loss(out, batch)
-            loss = loss.float()
-            if not torch.isfinite(loss):
-                bar.close()
-                raise TrainingDiverged(
-                    f"loss became {loss.item()} at iteration {self.iteration} ({terms_text(terms)}); "
-                    f"the last good checkpoint is kept at {self.run.last}. Lower train.lr, enable "
-                    "train.grad_clip, or check the data; resume with `occreid train --resume RUN_DIR`."
-                )
-            self.scaler.scale(loss / accum).backward()
-            if (self.iteration + 1) % accum == 0:
-                average_gradients(self.loss.parameters())
-                if t.grad_clip:
-                    self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-                if self.loss_optimizer is not None:  # e.g. BoT's centres, with their own SGD
-                    self.scaler.unscale_(self.loss_optimizer)
-                    self.loss.before_step()
-                    self.scaler.step(self.loss_optimizer)
-                    self.loss_optimizer.zero_grad(set_to_none=True)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
-            self.iteration += 1
-            last_loss = loss.item()
-            now = time.perf_counter()
-            self.train_seconds += now - tick
-            bar.update(1)
-            if self.iteration % max(1, t.log_every) == 0 or self.iteration == self.total_iters:
-                rec = {"iter": self.iteration, "epoch": round(self.iteration / self.batches_per_epoch, 3),
-                       "lr": lr, "loss": last_loss, "train_s": round(self.train_seconds, 1),
-                       **{k: float(v) for k, v in terms.items()}}
-                self.run.log(rec)
-                bar.set_postfix(loss=f"{last_loss:.3f}")
-            if t.checkpoint_every and self.iteration % t.checkpoint_every == 0:
-                self.save()
-            at_end = self.iteration == self.total_iters
-            if t.eval_every and self.val_records and (self.iteration % t.eval_every == 0 or at_end):
-                self.validate()  # also at the last iteration, so best.pt can be the final model
-            if stop_after is not None and self.iteration - start >= stop_after:
-                break
-            tick = time.perf_counter()  # checkpointing and validation are not training time
-        bar.close()
-        if self.iteration >= self.total_iters:
+        try:
+            for _epoch, batch in self._batches():
+                lr = self._set_lr()
+                batch = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v)
+                         for k, v in batch.items()}
+                images = batch["image"].to(self.input_dtype)
+                if t.channels_last and self.device.type == "cuda":
+                    images = images.contiguous(memory_format=torch.channels_last)
+                self._snapshot_buffers()
+                self.forward_started = True
+                with self._autocast():
+                    out = self.forward_model(images)
+                    loss, terms = self.loss(out, batch)
+                loss = loss.float()
+                value = loss.item()
+                self._check_loss(value, terms)
+                self.scaler.scale(loss / accum).backward()
+                if (self.iteration + 1) % accum == 0:
+                    self.updating = True
+                    average_gradients(self.loss.parameters())
+                    if t.grad_clip:
+                        self.scaler.unscale_(self.optimizer)
+                        nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+                    if self.loss_optimizer is not None:  # e.g. BoT's centres, with their own SGD
+                        self.scaler.unscale_(self.loss_optimizer)
+                        self.loss.before_step()
+                        self.scaler.step(self.loss_optimizer)
+                        self.loss_optimizer.zero_grad(set_to_none=True)
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                    self.optimizer.zero_grad(set_to_none=True)
+                self.iteration += 1
+                self.updating = self.forward_started = False
+                self.recent_losses.append(value)
+                self.good_rng = rng_state()
+                last_loss = value
+                now = time.perf_counter()
+                self.train_seconds += now - tick
+                bar.update(1)
+                if self.iteration % max(1, t.log_every) == 0 or self.iteration == self.total_iters:
+                    rec = {"iter": self.iteration, "epoch": round(self.iteration / self.batches_per_epoch, 3),
+                           "lr": lr, "loss": last_loss, "train_s": round(self.train_seconds, 1),
+                           **{k: float(v) for k, v in terms.items()}}
+                    self.run.log(rec)
+                    bar.set_postfix(loss=f"{last_loss:.3f}")
+                if t.checkpoint_every and self.iteration % t.checkpoint_every == 0:
+                    self.save()
+                at_end = self.iteration == self.total_iters
+                if t.eval_every and self.val_records and (self.iteration % t.eval_every == 0 or at_end):
+                    self.validate()  # also at the last iteration, so best.pt can be the final model
+                if signals.requested and not at_end:
+                    raise TrainingInterrupted(
+                        f"{signals.name} received: stopped after iteration {self.iteration}", signals.signum
+                    )
+                if stop_after is not None and self.iteration - start >= stop_after:
+                    break
+                tick = time.perf_counter()  # checkpointing and validation are not training time
+        finally:
+            bar.close()
+        if self.iteration >= self.total_iters and self.saved["last.pt"] != self.iteration:
             self.save()
-        self.run.close()
         return TrainResult(self.run.path, self.iteration, last_loss, self.model)
+
+    def _check_loss(self, value: float, terms: dict) -> None:
+        """Stop on a NaN/inf loss, or on one above train.loss_guard x the median of the recent losses."""
+        it = self.iteration + 1  # the iteration being computed, numbered as in metrics.jsonl
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"loss became {value} at iteration {it} ({terms_text(terms)})")
+        guard = self.cfg.train.loss_guard
+        if guard and self.recent_losses:
+            ref = statistics.median_low(self.recent_losses)
+            if ref > 0 and value > guard * ref:
+                raise TrainingDiverged(
+                    f"loss {value:.4g} at iteration {it} is more than train.loss_guard={guard:g} times the "
+                    f"median {ref:.4g} of the last {len(self.recent_losses)} losses ({terms_text(terms)})"
+                )
+
+    # ---- stopping ----------------------------------------------------------------------------
+    def _explain_stop(self, e: BaseException) -> None:
+        """Save last.pt at the last whole iteration if possible, then say what the run folder holds: in
+        an occreid error's message, or on stderr before any other exception's traceback."""
+        if not self.dist.is_main or self.run is None:
+            return
+        held = self._save_on_stop(e)
+        advice = self._next_step(diverged=isinstance(e, TrainingDiverged))
+        if isinstance(e, OccreidError) and len(e.args) == 1 and isinstance(e.args[0], str):
+            e.args = (f"{worker_message(e.args[0])}. The run stopped: {held}.{advice}",)
+        else:
+            print(f"occreid: the run stopped ({type(e).__name__}) during iteration {self.iteration + 1}: "
+                  f"{held}.{advice}", file=sys.stderr, flush=True)
+
+    def _save_on_stop(self, e: BaseException) -> str:
+        """Write last.pt now unless it already holds this iteration or the state is not whole; return a
+        true sentence about what was saved and what the run folder holds."""
+        it = self.iteration
+        if self.saved["last.pt"] == it:
+            return self._on_disk()
+        if self.forward_started and not self.updating:  # that forward moved the BN statistics: undo it
+            self._restore_buffers()
+        why = self._why_not_saved(e)
+        if why is None:
+            try:
+                self.save()
+                return self._on_disk(just_written=True)
+            except StopNow:
+                why = "writing last.pt was cancelled by a second signal"
+            except CheckpointWriteError as w:
+                why = f"writing last.pt at iteration {it} failed too ({w})"
+        return f"{why}; {self._on_disk()}"
+
+    def _why_not_saved(self, e: BaseException) -> str | None:
+        it = self.iteration
+        accum = max(1, self.cfg.train.accum_steps)
+        if it == 0:
+            return "no iteration was complete, so nothing was saved"
+        if isinstance(e, CheckpointWriteError):
+            return "no further checkpoint was attempted"
+        if self.updating:
+            return f"the weight update of iteration {it + 1} was half applied, so no whole state was saved"
+        if it % accum:
+            return f"iteration {it} falls inside a train.accum_steps={accum} accumulation, so it was not saved"
+        if not self._state_is_finite():
+            return f"the weights after iteration {it} are not finite, so they were not saved"
+        return None
+
+    def _buffers(self) -> list[torch.Tensor]:
+        return [*self.model.buffers(), *self.loss.buffers()]
+
+    def _snapshot_buffers(self) -> None:
+        """Keep the buffers as they were after the last whole iteration (a forward updates BN's running
+        statistics in place), so a stop inside an iteration can save exactly that state."""
+        bufs = self._buffers()
+        if not bufs:
+            return
+        if [b.shape for b in bufs] == [c.shape for c in self.good_buffers] and all(
+            b.dtype == c.dtype and b.device == c.device for b, c in zip(bufs, self.good_buffers, strict=True)
+        ):
+            torch._foreach_copy_(self.good_buffers, bufs)
+        else:
+            self.good_buffers = [b.detach().clone() for b in bufs]
+
+    def _restore_buffers(self) -> None:
+        if self.good_buffers:
+            with torch.no_grad():
+                torch._foreach_copy_(self._buffers(), self.good_buffers)
+        self.forward_started = False
+
+    def _state_is_finite(self) -> bool:
+        tensors = [*self.model.state_dict().values(), *self.loss.state_dict().values()]
+        for group in self.optimizer.state.values():
+            tensors += [v for v in group.values() if torch.is_tensor(v)]
+        return all(torch.isfinite(v).all() for v in tensors if v.is_floating_point())
+
+    def _on_disk(self, *, just_written: bool = False) -> str:
+        """Which checkpoint file of this run holds which iteration, as far as this process knows."""
+        last, prev = self.saved["last.pt"], self.saved["last.prev.pt"]
+        held = []
+        if last is not None:
+            held.append(f"last.pt holds iteration {last}" + (", written at the stop" if just_written else ""))
+        if prev is not None:
+            held.append(f"last.prev.pt holds iteration {prev}")
+        if not held:
+            return f"no checkpoint was written (train.checkpoint_every={self.cfg.train.checkpoint_every})"
+        return "; ".join(held)
+
+    def _next_step(self, *, diverged: bool = False) -> str:
+        """What to do after the stop: resume when a checkpoint exists, else start again."""
+        saved = self.saved["last.pt"] is not None or self.saved["last.prev.pt"] is not None
+        if diverged:
+            fix = " Lower train.lr or set train.grad_clip (or check the data), then"
+            if not saved:
+                return f"{fix} start the run again."
+            return (f"{fix} continue with `occreid train --resume {self.run.path} train.lr=...` (if it diverges "
+                    "again from there, move last.prev.pt to last.pt to go back one checkpoint).")
+        return f" Continue with `occreid train --resume {self.run.path}`." if saved else ""
 
     def validate(self) -> dict:
         """Rank-1 / mAP on the held-out training identities (query = first image per id and camera)."""
@@ -357,6 +591,15 @@ def split_validation(records: list[Record]) -> tuple[list[Record], list[Record]]
     return both, both
 
 
+def worker_message(message: str) -> str:
+    """An error re-raised from a DataLoader worker carries the worker's traceback; keep its last line."""
+    if not (message.startswith("Caught ") and "Original Traceback" in message):
+        return message
+    last = [ln for ln in message.splitlines() if ln.strip()][-1]
+    name, sep, rest = last.partition(": ")
+    return rest if sep and "." in name else last
+
+
 def terms_text(terms: dict) -> str:
     """Every loss term, NaN and inf included, for the message that stops a diverged run."""
     return ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
@@ -365,7 +608,12 @@ def terms_text(terms: dict) -> str:
 def train(config_path: str | None, overrides: list[str], *, resume_dir: str | None = None) -> TrainResult:
     """`occreid train`: a new run from a config, or `--resume RUN_DIR` with its saved config."""
     if resume_dir:
+        if not (Path(resume_dir) / "config.yaml").is_file():
+            raise ConfigError(
+                f"--resume {resume_dir}: no config.yaml there, so it is not a run folder; give the folder "
+                "that `occreid train` wrote (its run.out), or start a run with --config"
+            )
         cfg = load_config(Path(resume_dir) / "config.yaml", [*overrides, f"run.out={resume_dir}"])
-        return Trainer(cfg, resume=(Path(resume_dir) / "last.pt").exists()).fit()
+        return Trainer(cfg, resume=True).fit()  # no checkpoint there: a clear error, never a silent restart
     cfg = load_config(config_path, overrides)
     return Trainer(cfg).fit()

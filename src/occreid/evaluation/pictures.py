@@ -1,8 +1,13 @@
-"""Pictures of an evaluation: CMC curve and rank lists (query + top-k with coloured borders)."""
+"""Pictures of an evaluation: CMC curve, rank lists (query + top-k with coloured borders) and the small
+embedded JPEG thumbnails of report.html."""
 
 from __future__ import annotations
 
+import base64
+import io
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +20,9 @@ MARK_COLOURS = {"correct": (0, 170, 0), "wrong": (220, 0, 0), "junk": (150, 150,
 THUMB = (64, 128)  # width, height of a thumbnail
 BORDER = 4
 GAP = 6
+#: Height in pixels of report.html's thumbnails (width follows the aspect ratio) and their JPEG quality.
+THUMB_HEIGHT = 80
+THUMB_QUALITY = 70
 
 
 def plot_cmc(cmc: Any, path: str | Path) -> Path:
@@ -94,3 +102,32 @@ def rank_lists(distmat: Any, q_paths: Sequence[str], g_paths: Sequence[str], q_p
     out.mkdir(parents=True, exist_ok=True)
     sheet.save(out / "rank_lists.png")
     return out / "rank_lists.png"
+
+
+def jpeg_thumbnail_uri(path: str | Path, height: int = THUMB_HEIGHT, quality: int = THUMB_QUALITY) -> str:
+    """A `data:image/jpeg;base64,...` URI of the image scaled to `height` (JPEG decoded at reduced size)."""
+    with Image.open(path) as im:
+        w, h = im.size
+        size = (max(1, round(w * height / max(h, 1))), height)
+        im.draft("RGB", size)  # JPEG: decode at 1/2, 1/4 or 1/8 scale, far cheaper than full size
+        small = im.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    small.save(buf, format="JPEG", quality=quality, optimize=False)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def jpeg_thumbnail_uris(paths: Sequence[str | Path], height: int = THUMB_HEIGHT, quality: int = THUMB_QUALITY,
+                        workers: int | None = None) -> list[str]:
+    """Thumbnail URIs of many images, in order, on a thread pool (PIL releases the GIL while coding).
+    An unreadable image gets "" so one bad file does not cost the whole report."""
+    def one(p: str | Path) -> str:
+        try:
+            return jpeg_thumbnail_uri(p, height, quality)
+        except OSError:
+            return ""
+
+    workers = workers or min(8, os.cpu_count() or 1)
+    if workers <= 1 or len(paths) < 64:
+        return [one(p) for p in paths]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, paths, chunksize=64))

@@ -7,6 +7,10 @@ returns the tensors of `ModelOutput.features()` in a fixed order: named embeddin
 input_size [H, W], mean, std, color_order, scale, outputs, visibility_threshold, distance, method,
 config_hash, checkpoint_sha256. Exported with the TorchScript-based exporter (`dynamo=False`), which
 needs no onnxscript. Flip averaging is not part of the graph: run the mirror image yourself if wanted.
+
+`tracker=True` exports what multi-object trackers expect of a ReID model instead: one input `images`
+[B, 3, H, W] (same preprocessing) and one output `output` [B, D], the L2-normalised global embedding
+(`ReidModel.global_key`); metadata adds `tracker_embedding` and `distance` becomes the cosine distance.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from occreid.api import ReidModel
 from occreid.errors import ConfigError
 
 INPUT_NAME = "image"
+TRACKER_INPUT, TRACKER_OUTPUT = "images", "output"
 PARITY_TOLERANCE = 1e-4
 #: operator name fragment -> the setting that exports instead (same weights, same features)
 EXPORT_HINTS = {"fft": "AMD-Net's SIM exports with method.sim_dft=matmul (the default; same weights)"}
@@ -51,6 +56,18 @@ class InferenceGraph(nn.Module):
         return tuple(feats[n] for n in self.names)
 
 
+class TrackerGraph(nn.Module):
+    """model(x).features()[name], L2-normalised: the one-output graph a tracker's ReID backend calls."""
+
+    def __init__(self, model: nn.Module, name: str) -> None:
+        super().__init__()
+        self.model = model
+        self.name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(self.model(x).features()[self.name], dim=1, eps=1e-12)
+
+
 def output_names(reid: ReidModel) -> list[str]:
     """The feature names of the model, in `features()` order (embeddings, parts, visibility)."""
     h, w = reid.input_size
@@ -59,10 +76,19 @@ def output_names(reid: ReidModel) -> list[str]:
     return list(feats)
 
 
-def export_metadata(reid: ReidModel, names: list[str]) -> dict[str, Any]:
+def export_metadata(reid: ReidModel, names: list[str], tracker: bool = False) -> dict[str, Any]:
     from occreid.inference.identity import distance_recipe
 
     d = reid.cfg.data
+    if tracker:
+        return {
+            "input_size": [int(d.height), int(d.width)], "mean": list(d.mean), "std": list(d.std),
+            "color_order": "RGB", "scale": "x / 255, then (x - mean) / std per channel",
+            "outputs": [TRACKER_OUTPUT], "tracker_embedding": reid.global_key,
+            "distance": "cosine: 1 - dot(output_a, output_b) (outputs are unit vectors)",
+            "method": reid.method, "config_hash": reid.config_hash,
+            "checkpoint_sha256": reid.identity.get("checkpoint_sha256"),
+        }
     return {
         "input_size": [int(d.height), int(d.width)], "mean": list(d.mean), "std": list(d.std),
         "color_order": "RGB", "scale": "x / 255, then (x - mean) / std per channel",
@@ -73,21 +99,24 @@ def export_metadata(reid: ReidModel, names: list[str]) -> dict[str, Any]:
     }
 
 
-def export_onnx(reid: ReidModel, out: str | Path, opset: int = 17, dynamic_batch: bool = True) -> Path:
+def export_onnx(reid: ReidModel, out: str | Path, opset: int = 17, dynamic_batch: bool = True,
+                tracker: bool = False) -> Path:
     """Export, attach metadata, check with `onnx.checker`; returns the file path. Without
-    `dynamic_batch` the graph takes batches of exactly one image."""
-    onnx, _ = require_onnx()
+    `dynamic_batch` the graph takes batches of exactly one image; `tracker`: the tracker interface."""
+    require_onnx()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    names = output_names(reid)
+    names = [TRACKER_OUTPUT] if tracker else output_names(reid)
+    input_name = TRACKER_INPUT if tracker else INPUT_NAME
     h, w = reid.input_size
     # eval() on the wrapper too: the exporter restores the wrapper's mode, recursively, afterwards
-    graph = InferenceGraph(reid.model, names).to("cpu").eval()
-    axes = {n: {0: "batch"} for n in [INPUT_NAME, *names]} if dynamic_batch else None
+    graph = TrackerGraph(reid.model, reid.global_key) if tracker else InferenceGraph(reid.model, names)
+    graph = graph.to("cpu").eval()
+    axes = {n: {0: "batch"} for n in [input_name, *names]} if dynamic_batch else None
     try:
         with torch.no_grad():
             torch.onnx.export(
-                graph, (torch.randn(2 if dynamic_batch else 1, 3, h, w),), str(out), input_names=[INPUT_NAME],
+                graph, (torch.randn(2 if dynamic_batch else 1, 3, h, w),), str(out), input_names=[input_name],
                 output_names=names, dynamic_axes=axes, opset_version=opset, dynamo=False,
             )
     except torch.onnx.OnnxExporterError as e:
@@ -97,13 +126,21 @@ def export_onnx(reid: ReidModel, out: str | Path, opset: int = 17, dynamic_batch
                           f"{opset} ({type(e).__name__}: {first}){hints}") from e
     finally:
         reid.model.to(reid.device).eval()
-    proto = onnx.load(str(out))
-    for key, value in export_metadata(reid, names).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = f"occreid.{key}", json.dumps(value)
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(out))
+    attach_metadata(out, export_metadata(reid, names, tracker))
     return out
+
+
+def attach_metadata(path: Path, metadata: dict[str, Any]) -> None:
+    """Write `occreid.<key>` = JSON(value) into the file's metadata_props (replacing old ones), check, save."""
+    onnx, _ = require_onnx()
+    proto = onnx.load(str(path))
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key.removeprefix("occreid.") not in metadata]
+    del proto.metadata_props[:]
+    for key, value in [*keep, *((f"occreid.{k}", json.dumps(v)) for k, v in metadata.items())]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
 
 
 class OnnxReidModel:
@@ -125,6 +162,7 @@ class OnnxReidModel:
         if "input_size" not in self.metadata:
             raise ConfigError(f"{self.path}: no occreid metadata; export it with `occreid export`")
         self.input_size = tuple(self.metadata["input_size"])
+        self.input_name = self.session.get_inputs()[0].name
         self.names = [o.name for o in self.session.get_outputs()]
 
     def run(self, x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
@@ -133,7 +171,7 @@ class OnnxReidModel:
         if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (h, w):
             raise ConfigError(f"input of shape {tuple(x.shape)} does not match the exported input "
                               f"[B, 3, {h}, {w}] of {self.path}; resize to {h} x {w} (metadata input_size)")
-        outs = self.session.run(None, {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})
+        outs = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
         return dict(zip(self.names, outs))
 
 
@@ -157,11 +195,14 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def parity(reid: ReidModel, runner: OnnxReidModel, x: torch.Tensor,
+def parity(reid: ReidModel, runner: Any, x: torch.Tensor,
            tolerance: float = PARITY_TOLERANCE) -> ParityReport:
-    """Compare one preprocessed batch through PyTorch (single pass, no flip) and ONNX Runtime."""
+    """Compare one preprocessed batch through PyTorch (single pass, no flip) and an exported model
+    (`runner.run(x)` -> name -> array: ONNX Runtime, OpenVINO; a tracker file against `global_key`)."""
     with torch.no_grad():
         ref = {k: v.float().cpu().numpy() for k, v in reid.model(x.to(reid.device)).features().items()}
+    if "tracker_embedding" in getattr(runner, "metadata", {}):
+        ref = {TRACKER_OUTPUT: ref[runner.metadata["tracker_embedding"]]}
     got = runner.run(x)
     if set(ref) != set(got):
         raise ConfigError(f"ONNX outputs {sorted(got)} differ from the model's {sorted(ref)}")

@@ -28,8 +28,9 @@ PLAN = "plan.json"
 
 
 def list_images(folder: str | Path) -> list[str]:
-    """All image files under `folder` (recursive), sorted; DatasetError if there is none."""
-    folder = Path(folder)
+    """All image files under `folder` (recursive), sorted, as absolute paths (a feature folder is read
+    from other working directories: search pictures, re-ranks); DatasetError if there is none."""
+    folder = Path(folder).resolve()
     if not folder.is_dir():
         raise DatasetError(f"--images {folder}: not a folder")
     paths = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())

@@ -42,13 +42,14 @@ def distance_recipe(cfg: Config) -> str:
 
 
 def model_identity(cfg: Config, checkpoint: str | Path | None, sha256: str) -> dict[str, Any]:
-    """The identity stored with features and exports; `config` lets a search rebuild the distance."""
+    """The identity stored with features and exports; `config` lets a search rebuild the distance. The
+    checkpoint path is resolved (absolute), so `occreid search --images` finds it from any folder."""
     import json
 
     from occreid.config import config_hash, to_dict
 
     return {
-        "method": cfg.model.name, "checkpoint": None if checkpoint is None else str(checkpoint),
+        "method": cfg.model.name, "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
         "checkpoint_sha256": sha256, "config_hash": config_hash(cfg),
         "config": json.loads(json.dumps(to_dict(cfg), default=str)),
     }

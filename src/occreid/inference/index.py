@@ -307,15 +307,34 @@ class GalleryIndex:
                                f"index has {meta['count']}); rebuild the index")
         return cls(folder, meta, require_faiss().read_index(str(folder / "faiss.index")), gallery)
 
-    def _check_queries(self, queries: FeatureSet) -> None:
-        ours = self.meta["identity"]
-        theirs = queries.identity
-        if (theirs.get("method"), theirs.get("config_hash")) != (ours["method"], ours["config_hash"]):
+    def check_queries(self, queries: FeatureSet, allow_other_checkpoint: bool = False,
+                      source: str | None = None) -> None:
+        """Refuse queries from another model: another method or array layout always (the distance cannot
+        compare them), another checkpoint file content or config unless `allow_other_checkpoint`.
+        `source` names where the queries came from in the message."""
+        ours, theirs = self.meta["identity"], queries.identity
+        where = f"query features{f' ({source})' if source else ''}"
+        if theirs.get("method") != ours["method"]:
             raise ConfigError(
-                f"query features of {theirs.get('method')} (config {theirs.get('config_hash')}) do not match "
-                f"the index's {ours['method']} (config {ours['config_hash']}); extract queries with the "
-                "gallery's checkpoint"
+                f"{where} were made by method {theirs.get('method')!r} with {_checkpoint_name(theirs)}, the "
+                f"index {self.folder} by {ours['method']!r} with {_checkpoint_name(ours)}; extract the queries "
+                "with the gallery's checkpoint"
             )
+        layout = {k: tuple(v.shape[1:]) for k, v in queries.arrays.items()}
+        wanted = {k: tuple(v.shape[1:]) for k, v in self.gallery.arrays.items()}
+        if layout != wanted:
+            raise ConfigError(f"{where} have arrays {layout}, the index {self.folder} has {wanted}: not the "
+                              "same model; extract the queries with the gallery's checkpoint")
+        keys = ("checkpoint_sha256", "config_hash")
+        if allow_other_checkpoint or all(theirs.get(k) == ours.get(k) for k in keys):
+            return
+        raise ConfigError(
+            f"{where} do not match the index {self.folder}: the queries were extracted with "
+            f"{_checkpoint_name(theirs)}, the gallery with {_checkpoint_name(ours)}, and distances between two "
+            "models' features are meaningless. Extract the queries with the "
+            "gallery's checkpoint, or pass --allow-other-checkpoint (allow_other_checkpoint=True) if the two "
+            "checkpoints hold the same model"
+        )
 
     def _excluded(self, rows: np.ndarray, cand: np.ndarray, q_cams: np.ndarray,
                   q_name_ids: np.ndarray) -> np.ndarray:
@@ -386,11 +405,13 @@ class GalleryIndex:
         return self.index
 
     def search(self, queries: FeatureSet, topk: int = 10, rerank: int = 100, same_camera_filter: bool = True,
-               nprobe: int | None = None, ef_search: int | None = None) -> SearchResult:
+               nprobe: int | None = None, ef_search: int | None = None,
+               allow_other_checkpoint: bool = False) -> SearchResult:
         """Two-stage search: `max(rerank, topk)` FAISS candidates per query, re-ranked exactly. `nprobe`
         (IVF) and `ef_search` (HNSW) override the index's query-time settings for this call, without a
-        rebuild; other kinds ignore them. The settings used are in the result's `meta`."""
-        self._check_queries(queries)
+        rebuild; other kinds ignore them. The settings used are in the result's `meta`. Queries from
+        another checkpoint are refused unless `allow_other_checkpoint` (see `check_queries`)."""
+        self.check_queries(queries, allow_other_checkpoint)
         cand = self.candidates(queries, max(rerank, topk), same_camera_filter, nprobe, ef_search)
         dist = rerank_candidates(self.cfg, queries, self.gallery, cand)
         order = _order(dist, cand)[:, :topk]
@@ -400,6 +421,13 @@ class GalleryIndex:
                 "kind": self.meta["kind"], "topk": topk, "rerank": rerank,
                 "same_camera_filter": same_camera_filter, **self.search_params(nprobe, ef_search)}
         return SearchResult(list(queries.paths), list(self.gallery.paths), idx, d, self.threshold, meta)
+
+
+def _checkpoint_name(identity: dict[str, Any]) -> str:
+    """'checkpoint /abs/last.pt (sha256 1a2b..., config 3c4d...)' for messages."""
+    path, sha = identity.get("checkpoint"), identity.get("checkpoint_sha256")
+    name = f"checkpoint {path}" if path else "an unnamed checkpoint"
+    return f"{name} (sha256 {sha or 'unknown'}, config {identity.get('config_hash') or 'unknown'})"
 
 
 def _order(dist: np.ndarray, cand: np.ndarray) -> np.ndarray:

@@ -56,9 +56,11 @@ class Options:
     sim_alpha: float = 0.35  # alpha of Eq. 4, blending at the backbone's full width
     sim_amplitude: Literal["image_mean", "one"] = "image_mean"  # the constant replacing the amplitude
     sim_dft: Literal["matmul", "fft"] = "matmul"  # SIM transforms: real DFT matrices (exportable) or fft
-    # TFF (Eq. 8-11). Table 2 "w/o TFF": tff_blocks = 0 with tff_channels = null (F = G).
+    # TFF (Eq. 8-11). Table 2 "w/o TFF": tff_blocks = 0 (F = the reduced G; the width stays tff_channels).
     tff_blocks: int = 3
-    tff_channels: int | None = 256  # decision: 1x1 conv + BN + ReLU reduction before TFF; null = full width
+    # Width of F, the feature branch (decision): a 1x1 conv + BN + ReLU reduction of G, kept when
+    # tff_blocks = 0, so TFF and the embedding width are separate switches; null = G's full width.
+    tff_channels: int | None = 256
     tff_gate_input: Literal["block_input", "next_block"] = "block_input"  # Eq. 10: f(tau_j); release: next
     tff_guide: bool = (
         False  # the release also feeds a 1-channel guidance map (from the PAGB input) to the gate
@@ -99,6 +101,11 @@ class Options:
             raise ConfigError(
                 f"method: need tff_blocks >= 0, sim_channels >= 1 and tff_channels >= 1 or null; got "
                 f"{self.tff_blocks}, {self.sim_channels}, {self.tff_channels}"
+            )
+        if self.tff_guide and self.tff_blocks and not self.uses_parsing:
+            raise ConfigError(
+                "method.tff_guide=true reads its guidance map from the part attention branch, which "
+                "method.part_attention=stripes does not build; set method.tff_guide=false"
             )
         if self.head_weight < 0:
             raise ConfigError(f"method.head_weight (beta_head) must be >= 0, got {self.head_weight}")

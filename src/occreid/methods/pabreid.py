@@ -2,7 +2,9 @@
 (Eq. 1-4), binary part visibility (Eq. 5), a fine-grained feature focuser that weights a whole-body
 feature K1 by each attention map and filters it with a gated convolution (Eq. 6-9), a part triplet loss
 on the mean per-part distance (Eq. 10-11), an ID loss (Eq. 12) and L = L_tri + L_ID + gamma L_part
-(Eq. 13). At test, the foreground feature and the parts visible in both images are matched."""
+(Eq. 13). At test, the foreground feature and the parts visible in both images are matched.
+Fig. 5's loss study and Table III row 4 swap the ReID losses: `id_embeddings` (empty = no L_ID) and
+`triplet` ("none", or a normal batch-hard triplet: "per_part", "global", "foreground", "concat_parts")."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from occreid.models.part_attention import (
 from occreid.models.pooling import global_avg_pool, part_pool
 
 EMBEDDINGS = ("global", "foreground", "parts")
+TRIPLETS = ("part", "per_part", "global", "foreground", "concat_parts", "none")
 POOL_EPS = 1e-6
 
 
@@ -58,9 +61,12 @@ class Options:
     gate_reduction: int = 1  # hidden width of the gated convolution's gate = channels // reduction
     pool_norm: Literal["mass", "hw"] = "mass"  # pooled part = sum_hw Q_i / sum_hw F_i ("mass") or / (h w)
     ce_epsilon: float = 0.1  # label smoothing of the ID loss (Eq. 12)
-    id_embeddings: list[str] = field(default_factory=lambda: ["global", "foreground"])  # L_ID = their mean
-    # Table III row 4 ("w/o part triplet loss"): "global" = plain batch-hard triplet on GAP(B).
-    triplet: Literal["part", "global", "foreground", "concat_parts"] = "part"
+    # L_ID = the mean CE over these features (Eq. 12); [] = no ID loss (Fig. 5 "triplet" column)
+    id_embeddings: list[str] = field(default_factory=lambda: ["global", "foreground"])
+    # "part" = Eq. 10-11. Table III row 4 / Fig. 5 "triplet" (decision): "per_part" = a normal batch-hard
+    # triplet on each part feature alone, averaged over the X parts. "global" / "foreground" /
+    # "concat_parts": a normal triplet on one vector; "none" = no triplet term (Fig. 5 "ID" column).
+    triplet: Literal["part", "per_part", "global", "foreground", "concat_parts", "none"] = "part"
     triplet_margin: float | None = 0.3  # alpha (Eq. 11); None = soft margin
     matching: Literal["binary", "continuous"] = "binary"  # binary = Eq. 5; continuous = sqrt(v_q v_g)
     test_embeddings: list[str] = field(default_factory=lambda: ["foreground", "parts"])
@@ -74,10 +80,17 @@ class Options:
             )
         if self.stripes < 1:
             raise ConfigError(f"method.stripes must be at least 1, got {self.stripes}")
-        for key, allowed in (("id_embeddings", EMBEDDINGS[:2]), ("test_embeddings", EMBEDDINGS)):
-            names = getattr(self, key)
-            if not names or any(n not in allowed for n in names):
-                raise ConfigError(f"method.{key}={names}: choose a non-empty subset of {list(allowed)}")
+        ids = self.id_embeddings
+        if any(n not in EMBEDDINGS[:2] for n in ids) or len(set(ids)) != len(ids):
+            raise ConfigError(f"method.id_embeddings={ids}: choose a subset of {list(EMBEDDINGS[:2])} ([] = no L_ID)")
+        if not self.test_embeddings or any(n not in EMBEDDINGS for n in self.test_embeddings):
+            raise ConfigError(
+                f"method.test_embeddings={self.test_embeddings}: choose a non-empty subset of {list(EMBEDDINGS)}"
+            )
+        if self.triplet not in TRIPLETS:
+            raise ConfigError(f"method.triplet={self.triplet!r}: expected one of {list(TRIPLETS)}")
+        if self.triplet == "none" and not self.id_embeddings:
+            raise ConfigError("method.triplet=none with empty method.id_embeddings leaves no ReID loss")
         if not 0.0 <= self.visibility_threshold < 1.0:
             raise ConfigError(f"method.visibility_threshold (mu) must be in [0, 1), got {self.visibility_threshold}")
 
@@ -189,7 +202,9 @@ def part_pair_distance(a: torch.Tensor, b: torch.Tensor, **_unused: torch.Tensor
 
 class PABReIDLoss(nn.Module):
     """Eq. 13: L_tri (part triplet, Eq. 10-11) + L_ID (mean CE-LS over id_embeddings, Eq. 12) +
-    gamma_part L_part (pixel CE-LS against the grouped parsing label, Eq. 3-4, images with labels only)."""
+    gamma_part L_part (pixel CE-LS against the grouped parsing label, Eq. 3-4, images with labels only).
+    Terms: "id" (absent with no id_embeddings), "part_triplet" or "triplet" (absent with triplet none),
+    "part" (with a predictor and gamma_part > 0)."""
 
     def __init__(self, cfg: Config, num_classes: int, model: PABReID | None):
         super().__init__()
@@ -199,6 +214,9 @@ class PABReIDLoss(nn.Module):
         o = self.opts
         if o.triplet == "part":
             return "part_triplet", gathered_distance_triplet(part_pair_distance, out.parts, pids, o.triplet_margin)
+        if o.triplet == "per_part":  # each part mined on its own distance, then the mean over parts
+            per = [global_batch_triplet(out.parts[:, x], pids, o.triplet_margin) for x in range(out.parts.shape[1])]
+            return "triplet", torch.stack(per).mean()
         feature = {
             "global": lambda: out.extras["global_raw"],
             "foreground": lambda: out.extras["foreground_raw"],
@@ -209,10 +227,15 @@ class PABReIDLoss(nn.Module):
     def forward(self, out: ModelOutput, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         o = self.opts
         pids = batch["pid"]
-        ids = [cross_entropy_ls(out.logits[k], pids, o.ce_epsilon) for k in o.id_embeddings]
-        name, tri = self.triplet(out, pids)
-        terms = {"id": torch.stack(ids).mean(), name: tri}
-        total = terms["id"] + tri
+        terms: dict[str, torch.Tensor] = {}
+        if o.id_embeddings:
+            ids = [cross_entropy_ls(out.logits[k], pids, o.ce_epsilon) for k in o.id_embeddings]
+            terms["id"] = torch.stack(ids).mean()
+        if o.triplet != "none":
+            name, tri = self.triplet(out, pids)
+            terms[name] = tri
+        first, *rest = terms.values()  # Options guarantees at least one ReID term
+        total = sum(rest, first)
         if "part_logits" in out.maps and o.part_loss_weight > 0:
             terms["part"] = parsing_cross_entropy(out.maps["part_logits"], batch, o.part_loss_epsilon)
             total = total + o.part_loss_weight * terms["part"]

@@ -48,14 +48,25 @@ class Options:
     head_threshold: float = 0.5  # head top = first row with head attention > this (paper: "non-zero")
     head_start_offset: int = 1  # regions start at l_head + offset (Sec. 3.3: "line l_head + 1")
     proportions: list[float] = field(default_factory=lambda: [0.15, 0.23, 0.62])  # top / middle / bottom
+    # Sec. 4.3.1 claim 3: "proportions" = bands below the head top (Sec. 3.2.1); "stripes" = three equal
+    # horizontal stripes of the whole map from row 0, no head top (the horizontal partitioning it beats)
+    band_split: Literal["proportions", "stripes"] = "proportions"
     tau: float = 0.01  # Eq. 5 threshold on the mean of a part mask (Eq. 4); decision: parts are small
     region_tau: float | None = 0.1  # Eq. 2 / 5 for top / middle / bottom (whole-body mask); None = tau
     dcls_regions: Literal["sample", "all"] = "sample"  # one region drawn per image from f_choose, or all
     lambda_weight: float = 0.8  # lambda of Eq. 11 (Fig. 6 sweep)
+    # None: L_se inside lambda as Eq. 11. A number: L_se weighted by it outside lambda, so the part masks
+    # (which place the SFA bands) still train at lambda = 0 (Fig. 6's lambda = 0 endpoint uses 0.8)
+    se_weight: float | None = None
     sga_ce_weight: float = 1.0  # the SGA classifiers' CE-LS (Sec. 4.2) inside the lambda term; 0 = Eq. 11
     ce_epsilon: float = 0.1  # label smoothing of Eq. 10
     triplet_margin: float | None = 0.3  # batch-hard triplet on the concatenated SGA vectors; None = soft
-    matching: Literal["shared", "all"] = "shared"  # Eq. 7 over shared visible parts, or over all parts
+    # Eq. 7 over shared visible parts, over all parts (Sec. 4.3.1 claim 2), or "global": one distance
+    # between the L2-normalised global average of the stage-4 map (Sec. 4.3.1 claim 1, test time only)
+    matching: Literal["shared", "all", "global"] = "shared"
+    # the parts Eq. 7 sums at test: "both" = head .. shoes + top / middle / bottom; "semantic" = the four
+    # SGA parts (Fig. 6, lambda = 1: "only the semantic feature is considered"); "spatial" = the three bands
+    test_branch: Literal["both", "semantic", "spatial"] = "both"
     normalise_distance: bool = False  # Eq. 7 is a sum; True divides by the number of shared parts
 
     def __post_init__(self) -> None:
@@ -71,12 +82,20 @@ class Options:
                 raise ConfigError(f"method.{key} must be in [0, 1), got {v}")
         if self.whole_reduction < 1 or self.part_reduction < 1 or self.feature_dim < 1:
             raise ConfigError("method.whole_reduction, part_reduction and feature_dim must be >= 1")
+        if self.se_weight is not None and self.se_weight < 0:
+            raise ConfigError(f"method.se_weight must be >= 0 or null, got {self.se_weight}")
         if self.head_start_offset < 0:
             raise ConfigError(f"method.head_start_offset must be >= 0, got {self.head_start_offset}")
 
     @property
     def region_threshold(self) -> float:
         return self.tau if self.region_tau is None else self.region_tau
+
+    @property
+    def test_parts(self) -> slice:
+        """The columns of MATCHED_PARTS that Eq. 7 sums for `test_branch`."""
+        k = len(SGA_PARTS)
+        return {"both": slice(None), "semantic": slice(0, k), "spatial": slice(k, None)}[self.test_branch]
 
 
 def split_backbone(backbone: Backbone) -> tuple[Callable, Callable]:
@@ -176,8 +195,12 @@ class SGSFA(nn.Module):
         h, w = int(fmap.shape[2]), int(fmap.shape[3])  # constants of an exported graph (fixed input size)
         sga, part_logits = self.parts(fmap)  # [B, 4, d], [B, 4, h, w]
         part_masks = torch.sigmoid(part_logits)
-        top, found = head_top(part_masks[:, 0].detach(), o.head_threshold)
-        bounds = band_bounds(top, found, h, o.head_start_offset, o.proportions)
+        if o.band_split == "proportions":
+            top, found = head_top(part_masks[:, 0].detach(), o.head_threshold)
+            bounds = band_bounds(top, found, h, o.head_start_offset, o.proportions)
+        else:  # three equal stripes from row 0: "no head found" with proportions 1/3 each
+            none = torch.zeros(b, dtype=torch.long, device=fmap.device)
+            bounds = band_bounds(none, none.bool(), h, 0, [1 / 3, 1 / 3, 1 / 3])
         bands = band_rows(bounds, h)  # [B, 3, h]
         regions = torch.einsum("rk,bkh->brh", bands.new_tensor(REGION_BANDS), bands)
         region_maps = regions.unsqueeze(3).expand(b, len(FR), h, w)
@@ -193,8 +216,11 @@ class SGSFA(nn.Module):
         maps = {"part_logits": part_logits, "parts": part_masks, "bands": bands.unsqueeze(3).expand(b, 3, h, w)}
         if whole_logits is not None:
             maps.update(whole_body_logits=whole_logits, whole_body=torch.sigmoid(whole_logits))
+        embeddings = {"sga": sga.flatten(1), "sfa": sfa[:, :3].flatten(1)}
+        if o.matching == "global":
+            embeddings["global"] = fmap.mean(dim=(2, 3))
         return ModelOutput(
-            embeddings={"sga": sga.flatten(1), "sfa": sfa[:, :3].flatten(1)},
+            embeddings=embeddings,
             parts=torch.cat([sga, sfa[:, :3]], dim=1),
             visibility=torch.cat([part_vis, band_vis], dim=1),
             logits=logits,
@@ -264,8 +290,11 @@ class SGSFALoss(nn.Module):
             "sga_id": torch.stack(sga).mean(),
             "dcls": self.dynamic(out, pids),
         }
-        sga_branch = terms["triplet"] + terms["se"] + o.sga_ce_weight * terms["sga_id"]
-        total = o.lambda_weight * sga_branch + (1.0 - o.lambda_weight) * terms["dcls"]
+        sga_branch = terms["triplet"] + o.sga_ce_weight * terms["sga_id"]
+        if o.se_weight is None:  # Eq. 11: lambda (L_tri + L_se) + (1 - lambda) L_dcls
+            total = o.lambda_weight * (sga_branch + terms["se"]) + (1.0 - o.lambda_weight) * terms["dcls"]
+        else:
+            total = o.lambda_weight * sga_branch + o.se_weight * terms["se"] + (1.0 - o.lambda_weight) * terms["dcls"]
         return total, {k: v.detach() for k, v in terms.items()}
 
 
@@ -283,15 +312,21 @@ def label_grouping(cfg: Config) -> str | None:
 
 
 def distance(qf: dict, gf: dict, cfg: Config) -> torch.Tensor:
-    """Eq. 6-7: dist = sum_i v_i^q v_i^g d_i over the 7 parts, d_i the (L2-normalised) Euclidean or cosine
-    distance; "all" matching counts every part. Pairs sharing no part get 7 x 2, the largest possible sum
-    (decision: Eq. 7 would give them 0). normalise_distance: the mean over shared parts instead."""
-    from occreid.evaluation import NO_COMMON_PART_DISTANCE, part_distance
+    """Eq. 6-7: dist = sum_i v_i^q v_i^g d_i over the 7 parts (or `test_branch`'s 4 / 3), d_i the
+    (L2-normalised) Euclidean or cosine distance; "all" matching counts every part. Pairs sharing no part
+    get (number of parts) x 2, the largest possible sum (decision: Eq. 7 would give them 0).
+    normalise_distance: the mean over shared parts instead. "global" matching: one distance between the
+    global features."""
+    from occreid.evaluation import NO_COMMON_PART_DISTANCE, global_distance, part_distance
 
     o = Options(**cfg.method)
-    qp, gp = qf["parts"].float(), gf["parts"].float()
+    if o.matching == "global":
+        return global_distance(qf["global"], gf["global"], metric=cfg.eval.distance)
+    cols = o.test_parts
+    qp, gp = qf["parts"][:, cols].float(), gf["parts"][:, cols].float()
     if o.matching == "shared":
-        qv, gv = visible_parts(qf["visibility"], o), visible_parts(gf["visibility"], o)
+        qv = visible_parts(qf["visibility"], o)[:, cols]
+        gv = visible_parts(gf["visibility"], o)[:, cols]
     else:
         qv, gv = torch.ones(qp.shape[:2]), torch.ones(gp.shape[:2])
     mean = part_distance(qp, gp, qv, gv, mode="binary", metric=cfg.eval.distance)

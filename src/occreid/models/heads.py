@@ -101,13 +101,18 @@ class EmbeddingHead(nn.Module):
 
 class PartwiseLinear(nn.Module):
     """P independent linear maps applied to [B, P, C] -> [B, P, D] in one einsum (PAN Table 2's
-    not-shared FCs, per-part classifiers); optional BatchNorm per part channel after the map.
+    not-shared FCs, per-part classifiers); optional BatchNorm after the map, per part channel (P D
+    channels) or, with `shared_bn`, one BatchNorm of D channels whose statistics pool the batch and the P
+    parts (as `EmbeddingHead` on [B, P, C]).
 
     `classifier`: classifier initialisation (std CLASSIFIER_INIT_STD) and no bias; otherwise
     EmbeddingHead's initialisation per part, with a bias only when there is no BatchNorm.
     """
 
-    def __init__(self, parts: int, in_dim: int, out_dim: int, bn: bool = True, classifier: bool = False):
+    def __init__(
+        self, parts: int, in_dim: int, out_dim: int, bn: bool = True, classifier: bool = False,
+        shared_bn: bool = False,
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(parts, out_dim, in_dim))
         if classifier:
@@ -116,13 +121,16 @@ class PartwiseLinear(nn.Module):
             for w in self.weight.data:
                 nn.init.kaiming_normal_(w, a=0.0, mode="fan_out")
         self.bias = None if (bn or classifier) else nn.Parameter(torch.zeros(parts, out_dim))
-        self.bn = nn.BatchNorm1d(parts * out_dim) if bn else None
+        self.shared_bn = shared_bn
+        self.bn = nn.BatchNorm1d(out_dim if shared_bn else parts * out_dim) if bn else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.einsum("bpc,pdc->bpd", x, self.weight)
         if self.bias is not None:
             y = y + self.bias
-        if self.bn is not None:
+        if self.bn is not None and self.shared_bn:
+            y = self.bn(y.transpose(1, 2)).transpose(1, 2)
+        elif self.bn is not None:
             b, p, d = y.shape
             y = self.bn(y.reshape(b, p * d)).reshape(b, p, d)
         return y
