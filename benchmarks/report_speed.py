@@ -31,7 +31,7 @@ def _records_from_checkpoint(args):
     from occreid.data.datasets import load_dataset
     from occreid.engine.checkpoint import load_checkpoint
     from occreid.engine.evaluate import evaluate_records, load_model
-    from occreid.engine.trainer import dataset_options
+    from occreid.engine.run_setup import dataset_load_options
 
     ckpt = load_checkpoint(args.checkpoint)
     extra = list(args.overrides)
@@ -40,7 +40,7 @@ def _records_from_checkpoint(args):
     if args.root:
         extra.append(f"data.root={args.root}")
     cfg = from_dict_config(apply_overrides(ckpt["config"], extra))
-    splits = load_dataset(cfg.data.dataset, cfg.data.root, **dataset_options(cfg))
+    splits = load_dataset(cfg.data.dataset, cfg.data.root, **dataset_load_options(cfg))
     cache = Path(args.cache) / f"report_speed_{cfg.data.dataset}_{config_hash(cfg)}.npz" if args.cache else None
     if cache is not None and cache.is_file():
         z = np.load(cache)

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub) -> None:
-    from occreid.cli.main import examples
+    from occreid.cli.help_text import examples
 
     p = sub.add_parser(
         "compare", help="compare two evaluations of one test set: per occlusion group, camera pair and query",

@@ -7,7 +7,7 @@ import json
 
 
 def register(sub) -> None:
-    from occreid.cli.main import examples
+    from occreid.cli.help_text import examples
 
     d = sub.add_parser("data", help="inspect, check and generate datasets")
     dsub = d.add_subparsers(dest="data_command", metavar="SUBCOMMAND")

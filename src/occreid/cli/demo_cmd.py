@@ -22,7 +22,7 @@ WEIGHTS = {
 
 
 def register(sub) -> None:
-    from occreid.cli.main import examples
+    from occreid.cli.help_text import examples
 
     p = sub.add_parser(
         "demo", help="synthetic occluded set -> train bot and pabreid -> evaluate -> report (CPU, minutes)",

@@ -7,7 +7,7 @@ import json
 
 
 def register(sub) -> None:
-    from occreid.cli.main import examples
+    from occreid.cli.help_text import examples
 
     p = sub.add_parser(
         "info", help="parameters and GMACs of a configured model at its input size",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from occreid.cli.main import examples
+    from occreid.cli.help_text import examples
 
     lab = sub.add_parser("labels", help="make and show part labels (human parsing supervision)")
     lsub = lab.add_subparsers(dest="labels_command", metavar="SUBCOMMAND")

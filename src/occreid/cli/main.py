@@ -66,8 +66,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("occreid: interrupted", file=sys.stderr)
         return 130
-
-
-def examples(*lines: str) -> str:
-    """An argparse epilog listing example invocations."""
-    return "examples:\n" + "\n".join(f"  {ln}" for ln in lines)

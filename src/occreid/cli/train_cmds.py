@@ -8,7 +8,7 @@ import sys
 
 
 def register(sub) -> None:
-    from occreid.cli.main import examples
+    from occreid.cli.help_text import examples
 
     p = sub.add_parser(
         "train", help="train a method from a YAML config with key=value overrides",

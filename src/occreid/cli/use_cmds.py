@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from occreid.cli.main import examples
+    from occreid.cli.help_text import examples
 
     raw = argparse.RawDescriptionHelpFormatter
     e = sub.add_parser(

@@ -52,19 +52,6 @@ def current_dist_info() -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate `x` from every rank in rank order; gradients flow back to each source rank.
-
-    With DDP averaging gradients over W ranks, the mean of the per-rank losses computed on the gathered
-    batch then has exactly the gradient of one process computing the loss on the global batch.
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x), dim=0)
-
-
 def all_gather_objects(obj):
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return [obj]

@@ -97,7 +97,7 @@ def evaluate_checkpoint(
     from occreid.config import apply_overrides
     from occreid.data.datasets import load_dataset
     from occreid.engine.checkpoint import load_checkpoint
-    from occreid.engine.trainer import dataset_options, resolve_device
+    from occreid.engine.run_setup import dataset_load_options, resolve_device
     from occreid.evaluation.html_report import html_report, visibility_options
     from occreid.evaluation.pictures import plot_cmc, rank_lists
     from occreid.evaluation.query_breakdown import query_breakdown
@@ -138,7 +138,7 @@ def evaluate_checkpoint(
         timer = PhaseTimer()
         timer.seconds.update(setup.seconds)
         with timer.phase("dataset"):
-            splits = load_dataset(key, sub.data.root, **dataset_options(sub))
+            splits = load_dataset(key, sub.data.root, **dataset_load_options(sub))
         if not splits.query or not splits.gallery:
             raise DatasetError(
                 f"{key} under {sub.data.root}: query or gallery split is absent "

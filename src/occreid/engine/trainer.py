@@ -38,6 +38,7 @@ from occreid.engine.distributed import (
 )
 from occreid.engine.run_dir import RunDir
 from occreid.engine.run_lock import RunLock
+from occreid.engine.run_setup import dataset_load_options, resolve_device
 from occreid.engine.schedule import lr_factor
 from occreid.engine.stop_signals import StopNow, StopSignals
 from occreid.errors import CheckpointError, ConfigError, OccreidError
@@ -66,15 +67,6 @@ class TrainResult:
     model: nn.Module
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name}: CUDA is not available on this machine; use train.device=cpu")
-    return dev
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 - seeds third-party code that uses the legacy global RNG
@@ -99,22 +91,13 @@ def carve_validation(train: list[Record], val_ids: int, seed: int) -> tuple[list
 def load_training_data(cfg: Config) -> DatasetSplits:
     from occreid.data.datasets import load_dataset
 
-    splits = load_dataset(cfg.data.dataset, cfg.data.root, **dataset_options(cfg))
+    splits = load_dataset(cfg.data.dataset, cfg.data.root, **dataset_load_options(cfg))
     if not splits.train:
         raise ConfigError(
             f"data.dataset={cfg.data.dataset}: no training split under {cfg.data.root}; "
             "test-only datasets are evaluated with data.test_datasets=[...] after training on another set"
         )
     return splits
-
-
-def dataset_options(cfg: Config) -> dict:
-    opts: dict = {"labels_root": cfg.data.labels_root}
-    if cfg.data.dataset == "partial_reid":
-        opts["query"] = cfg.data.partial_reid_query
-    if cfg.data.dataset == "cuhk03":
-        opts["variant"] = cfg.data.cuhk03_variant
-    return opts
 
 
 def build_optimizer(cfg: Config, model: nn.Module, loss: nn.Module) -> torch.optim.Optimizer:

@@ -105,13 +105,13 @@ def compare_runtimes(reid: ReidModel, runners: dict[str, Any], dataset: str | No
     from occreid.data.datasets import load_dataset
     from occreid.engine.evaluate import compute_distances
     from occreid.engine.extract import extract_features
-    from occreid.engine.trainer import dataset_options
+    from occreid.engine.run_setup import dataset_load_options
     from occreid.evaluation import rank_metrics
 
     key = dataset or (reid.cfg.data.test_datasets or [reid.cfg.data.dataset])[0]
     extra = [f"data.dataset={key}", f"data.workers={workers}"] + ([f"data.root={root}"] if root else [])
     cfg = from_dict_config(apply_overrides(to_dict(reid.cfg), extra))
-    splits = load_dataset(key, cfg.data.root, **dataset_options(cfg))
+    splits = load_dataset(key, cfg.data.root, **dataset_load_options(cfg))
     if not splits.query or not splits.gallery:
         raise DatasetError(f"{key} under {cfg.data.root}: no query or gallery split to compare runtimes on")
     qp, qc = (np.array([getattr(r, a) for r in splits.query]) for a in ("pid", "camid"))

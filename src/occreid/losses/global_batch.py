@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from occreid.engine.distributed import all_gather_with_grad
+from occreid.cross_rank import all_gather_with_grad
 from occreid.losses.precision import upcast
 from occreid.losses.triplet import batch_hard_triplet, euclidean_dist
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from occreid.config import Config
-from occreid.engine.distributed import all_gather_with_grad
+from occreid.cross_rank import all_gather_with_grad
 from occreid.errors import ConfigError
 from occreid.labels.format import GROUPINGS
 from occreid.losses import batch_hard_triplet, cross_entropy_ls, euclidean_dist
