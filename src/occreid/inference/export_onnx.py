@@ -166,12 +166,8 @@ class OnnxReidModel:
         self.names = [o.name for o in self.session.get_outputs()]
 
     def run(self, x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
-        x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
-        h, w = self.input_size
-        if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (h, w):
-            raise ConfigError(f"input of shape {tuple(x.shape)} does not match the exported input "
-                              f"[B, 3, {h}, {w}] of {self.path}; resize to {h} x {w} (metadata input_size)")
-        outs = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
+        x = exported_input(x, self.input_size, self.path)
+        outs = self.session.run(None, {self.input_name: x})
         return dict(zip(self.names, outs))
 
 
@@ -216,3 +212,14 @@ def parity(reid: ReidModel, runner: Any, x: torch.Tensor,
         flips, near = int((differ & ~band).sum()), int(band.sum())
         diffs["visibility"] = float(np.abs(r - o).max())
     return ParityReport(diffs, flips, near, tolerance)
+
+
+def exported_input(x: np.ndarray | torch.Tensor, input_size: tuple[int, int], path: Any) -> np.ndarray:
+    """A batch as the contiguous float32 [B, 3, H, W] array an exported model takes; a ConfigError naming
+    the file and the size to resize to when the shape does not match."""
+    x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+    h, w = input_size
+    if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (h, w):
+        raise ConfigError(f"input of shape {tuple(x.shape)} does not match the exported input "
+                          f"[B, 3, {h}, {w}] of {path}; resize to {h} x {w} (metadata input_size)")
+    return np.ascontiguousarray(x, dtype=np.float32)

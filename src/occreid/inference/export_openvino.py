@@ -22,6 +22,7 @@ import torch
 
 from occreid.api import ReidModel
 from occreid.errors import ConfigError
+from occreid.inference.export_onnx import exported_input
 
 RT_INFO_KEY = ["occreid", "metadata"]
 
@@ -86,10 +87,5 @@ class OpenVinoReidModel:
         self.names = [o.get_any_name() for o in self.compiled.outputs]
 
     def run(self, x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
-        x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
-        h, w = self.input_size
-        if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (h, w):
-            raise ConfigError(f"input of shape {tuple(x.shape)} does not match the exported input "
-                              f"[B, 3, {h}, {w}] of {self.path}; resize to {h} x {w} (metadata input_size)")
-        result = self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        result = self.request.infer({0: exported_input(x, self.input_size, self.path)})
         return {name: np.array(result[port]) for name, port in zip(self.names, self.compiled.outputs)}
