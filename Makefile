@@ -24,7 +24,8 @@ demo: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests --ignore=tests/test_export_openvino.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_export_openvino.py   # own process: OpenVINO's threads crash later forks
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks

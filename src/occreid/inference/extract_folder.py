@@ -107,8 +107,10 @@ def extract_folder(
         list(range(s, min(s + batch_size, (k + 1) * shard_size, len(paths))))
         for k in pending for s in range(k * shard_size, min((k + 1) * shard_size, len(paths)), batch_size)
     ]
+    # forkserver: a forked child of a process that has loaded a threaded runtime (OpenVINO, ONNX Runtime)
+    # can crash; the decoding workers start from a clean server process instead
     loader = DataLoader(FolderImages(paths, model.preprocess), batch_sampler=batches, num_workers=workers,
-                        collate_fn=collate_readable)
+                        collate_fn=collate_readable, multiprocessing_context="forkserver" if workers else None)
     todo = sum(len(b) for b in batches)
     bar = tqdm(total=todo, desc="extract", unit="img", disable=not progress, dynamic_ncols=True)
     current, rows, chunks, failed = -1, [], {}, []
