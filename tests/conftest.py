@@ -57,3 +57,14 @@ def data_root() -> Path:
     if not root or not Path(root).is_dir():
         pytest.skip("OCCREID_DATA is unset or missing: real-data tests need the shared data folder")
     return Path(root)
+
+
+@pytest.fixture(scope="session")
+def bot_run(tiny_market, tmp_path_factory) -> Path:
+    """A run folder holding a tiny bot checkpoint whose config points at the tiny Market set."""
+    from tests.test_api import write_checkpoint
+
+    run = tmp_path_factory.mktemp("run")
+    write_checkpoint(run / "last.pt", "bot", **{"data.dataset": "market1501", "data.root": str(tiny_market),
+                                                 "data.workers": 0, "run.progress": "false"})
+    return run

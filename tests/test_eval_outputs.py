@@ -16,17 +16,6 @@ from occreid.errors import ConfigError
 from occreid.evaluation.report import report_folder_name, write_report
 
 
-@pytest.fixture(scope="module")
-def bot_run(tiny_market, tmp_path_factory) -> Path:
-    """A run folder holding a tiny bot checkpoint whose config points at the tiny Market set."""
-    from tests.test_api import write_checkpoint
-
-    run = tmp_path_factory.mktemp("run")
-    write_checkpoint(run / "last.pt", "bot", **{"data.dataset": "market1501", "data.root": str(tiny_market),
-                                                 "data.workers": 0, "run.progress": "false"})
-    return run
-
-
 def _eval(*args: str) -> int:
     return main(["eval", *args])
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,16 +12,6 @@ import torch
 from occreid.cli.main import main
 from occreid.engine.phase_timer import PhaseTimer, shares_table
 from occreid.errors import ConfigError
-
-
-@pytest.fixture(scope="module")
-def bot_run(tiny_market, tmp_path_factory) -> Path:
-    from tests.test_api import write_checkpoint
-
-    run = tmp_path_factory.mktemp("run")
-    write_checkpoint(run / "last.pt", "bot", **{"data.dataset": "market1501", "data.root": str(tiny_market),
-                                                 "data.workers": 0, "run.progress": "false"})
-    return run
 
 
 def test_phase_timer_sums_repeats_and_tabulates():
