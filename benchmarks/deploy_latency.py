@@ -24,6 +24,7 @@ import torch
 from occreid.api import ReidModel, load
 from occreid.config import load_config
 from occreid.errors import ConfigError
+from occreid.host_memory import keep_freed_memory
 from occreid.inference.export_onnx import OnnxReidModel, export_onnx
 from occreid.inference.identity import model_identity
 from occreid.methods import METHODS, get_method
@@ -116,6 +117,7 @@ def main() -> None:
     ap.add_argument("--batch-keep", type=int, default=20)
     ap.add_argument("--calib", help="folder of crops for INT8 calibration (default: random images)")
     args = ap.parse_args()
+    keep_freed_memory()  # as the `occreid` CLI does (occreid.host_memory)
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     runtimes = [r for r in args.runtimes.split(",") if r]

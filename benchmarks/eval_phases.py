@@ -21,6 +21,7 @@ import torch
 
 from occreid.engine.evaluate import evaluate_checkpoint
 from occreid.engine.phase_timer import shares_table
+from occreid.host_memory import keep_freed_memory
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", help="report folder (default: a temporary folder, removed afterwards)")
     ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.workers=2")
     args = ap.parse_args(argv)
+    keep_freed_memory()  # as the `occreid` CLI does (occreid.host_memory)
     with tempfile.TemporaryDirectory(prefix="eval-phases-") as tmp:
         t0 = time.perf_counter()
         results = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, root=args.root,

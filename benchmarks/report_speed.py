@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="report folder (default: a temporary folder)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
+    from occreid.host_memory import keep_freed_memory
+
+    keep_freed_memory()  # as the `occreid` CLI does (occreid.host_memory)
     if not args.checkpoint and not args.synthetic:
         p.error("give --checkpoint FILE or --synthetic")
 

@@ -89,6 +89,31 @@ def test_first_true_match_with_infinite_distances():
 def test_occlusion_group_edges():
     v = [0.0, 0.25, 0.2501, 0.5, 0.6, 0.75, 0.8, 0.999, 1.0]
     assert occlusion_group(v).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4]
+    assert occlusion_group([np.nan, 1.0, np.nan]).tolist() == [5, 4, 5]
+    assert OCCLUSION_LABELS[5] == "no label"
+
+
+def test_queries_without_label_form_their_own_group(tmp_path):
+    """Some queries without a label file (the pose model found nobody): part labels stay the source when
+    at least half have one; the others get NaN and the "no label" group, never the 100 % group."""
+    full = np.zeros((40, 20), np.uint8)
+    full[0:8], full[8:20] = ATOMIC_INDEX["head"], ATOMIC_INDEX["torso"]
+    full[20:24, 0:3], full[24:34] = ATOMIC_INDEX["left_arm"], ATOMIC_INDEX["left_leg"]
+    full[34:40] = ATOMIC_INDEX["left_foot"]
+    write_label(tmp_path / "full.png", full)
+    Image.new("RGB", (20, 40)).save(tmp_path / "q.jpg")
+    q = str(tmp_path / "q.jpg")
+    query = [Record(q, 1, 0, str(tmp_path / "full.png")), Record(q, 2, 0, str(tmp_path / "none.png")),
+             Record(q, 3, 0, None)]
+    vis = query_visible_fraction(query[:2] + query[:1])
+    assert vis.source == "part_labels" and vis.values[0] == 1.0 and np.isnan(vis.values[1])
+    assert query_visible_fraction(query[1:], {}).source == "aspect_ratio"  # none of the two is labelled
+    occ = by_occlusion([0.5, 0.25, 1.0], [0, 3, 0], vis.values, vis.source)
+    assert [g["num_query"] for g in occ["groups"]] == [0, 0, 0, 0, 2, 1]
+    assert occ["groups"][5] == {"group": "no label", "num_query": 1, "num_valid": 1, "rank1": 0.0, "mAP": 0.25}
+    md = groups_markdown({"by_occlusion": occ})
+    assert "| no label | 1 |" in md
+    assert "no label" not in groups_markdown({"by_occlusion": by_occlusion([0.5], [0], [1.0], "method")})
 
 
 @pytest.mark.parametrize("seed", [0, 3])

@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    from occreid.host_memory import keep_freed_memory
+
+    keep_freed_memory()  # CPU forwards reuse freed pages (2.3x evaluation, 1.2x training; see the module)
     try:
         return int(args.handler(args) or 0)
     except OccreidError as e:

@@ -7,16 +7,20 @@ from typing import Any
 
 import numpy as np
 
-#: Upper edges (inclusive) of the occlusion groups; a last group holds the fully visible queries.
+#: Upper edges (inclusive) of the occlusion groups; then the fully visible queries, then the queries whose
+#: visible fraction is unknown (NaN: no part label, e.g. the pose model found no person in the crop).
 OCCLUSION_EDGES = (0.25, 0.5, 0.75)
-OCCLUSION_LABELS = ("0-25%", "25-50%", "50-75%", "75-99%", "100%")
+OCCLUSION_LABELS = ("0-25%", "25-50%", "50-75%", "75-99%", "100%", "no label")
+UNKNOWN_GROUP = len(OCCLUSION_LABELS) - 1
 _FULL = 1.0 - 1e-9
 
 
 def occlusion_group(visible_fraction: Any) -> np.ndarray:
-    """Group index 0..4 of each visible fraction (right-closed bins, 4 = fully visible)."""
+    """Group index 0..4 of each visible fraction (right-closed bins, 4 = fully visible), 5 for NaN."""
     v = np.asarray(visible_fraction, dtype=np.float64).reshape(-1)
-    return np.searchsorted(np.array([*OCCLUSION_EDGES, _FULL]), v, side="left")
+    g = np.searchsorted(np.array([*OCCLUSION_EDGES, _FULL]), v, side="left")
+    g[np.isnan(v)] = UNKNOWN_GROUP
+    return g
 
 
 def group_metrics(ap: Any, first_hit: Any, group: Any, labels: list[str]) -> list[dict[str, Any]]:
@@ -74,7 +78,7 @@ def groups_markdown(groups: dict[str, Any]) -> str:
                   f"Visible fraction from: {occ['source']} (see docs/evaluation.md).", "",
                   "| visible | queries | R1 % | mAP % |", "|---|---|---|---|"]
         lines += [f"| {g['group']} | {g['num_query']} | {_cell(g['rank1'])} | {_cell(g['mAP'])} |"
-                  for g in occ["groups"]]
+                  for i, g in enumerate(occ["groups"]) if i != UNKNOWN_GROUP or g["num_query"]]
         lines.append("")
     pairs = groups.get("by_camera_pair")
     if pairs:

@@ -33,12 +33,23 @@ class VisibleFraction:
     source: str
 
 
-def from_part_labels(label_paths: Sequence[str]) -> np.ndarray:
-    """Fraction of the five body regions present in each canonical label map."""
+#: Part labels are the source when at least this fraction of the queries has a label file; the others
+#: (MediaPipe finds no person in some crops) get NaN, their own "no label" group.
+MIN_LABELLED_FRACTION = 0.5
+
+
+def _has_label(path: str | None) -> bool:
+    return path is not None and Path(path).is_file()
+
+
+def from_part_labels(label_paths: Sequence[str | None]) -> np.ndarray:
+    """Fraction of the five body regions present in each canonical label map; NaN without a label file."""
     from occreid.labels.format import group_label, read_label
 
-    out = np.empty(len(label_paths), dtype=np.float64)
+    out = np.full(len(label_paths), np.nan, dtype=np.float64)
     for i, p in enumerate(label_paths):  # one small PNG per query; no vectorised decoder for PNGs
+        if not _has_label(p):
+            continue
         grouped = group_label(read_label(p), LABEL_GROUPING)
         counts = np.bincount(grouped.reshape(-1), minlength=6)[1:6]
         out[i] = np.mean(counts >= max(1.0, MIN_REGION_FRACTION * grouped.size))
@@ -64,9 +75,10 @@ def from_aspect_ratio(image_paths: Sequence[str]) -> np.ndarray:
 
 
 def query_visible_fraction(query: Sequence[Record], query_features: dict | None = None) -> VisibleFraction:
-    """Part labels when every query has one, else the method's `visibility` feature, else aspect ratio."""
+    """Part labels when at least MIN_LABELLED_FRACTION of the queries have one (the others: NaN), else the
+    method's `visibility` feature, else the aspect-ratio proxy."""
     labels = [r.label_path for r in query]
-    if query and all(p is not None and Path(p).is_file() for p in labels):
+    if query and sum(map(_has_label, labels)) >= MIN_LABELLED_FRACTION * len(labels):
         return VisibleFraction(from_part_labels(labels), "part_labels")
     vis = (query_features or {}).get("visibility")
     if vis is not None and len(vis) == len(query):
