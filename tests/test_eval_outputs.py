@@ -45,6 +45,23 @@ def test_per_query_paths_and_single_rank1_row(bot_run, tmp_path):
     assert md.count("| rank-1 |") == 1 and "| rank1 |" not in md
 
 
+def test_report_images_link_references_the_dataset_files(bot_run, tmp_path):
+    """--report-images link: report.html names each image by a relative path that resolves from the
+    report folder, and embeds none; the default embeds them."""
+    import os
+    import re
+
+    assert _eval("--checkpoint", str(bot_run / "last.pt"), "--out", str(tmp_path / "emb")) == 0
+    assert _eval("--checkpoint", str(bot_run / "last.pt"), "--out", str(tmp_path / "lnk"),
+                 "--report-images", "link") == 0
+    embedded = (tmp_path / "emb" / "market1501" / "report.html").read_text()
+    linked = (tmp_path / "lnk" / "market1501" / "report.html").read_text()
+    assert "data:image/" in embedded and "data:image/" not in linked
+    folder = tmp_path / "lnk" / "market1501"
+    links = {r for r in re.findall(r'"([^"]+\.jpg)"', linked) if not os.path.isabs(r)}  # absolute = names shown
+    assert len(links) >= 8 and all((folder / r).resolve().is_file() for r in links)
+
+
 def test_another_checkpoint_into_the_same_folder_is_refused(bot_run, tmp_path, capsys):
     other = tmp_path / "other"
     shutil.copytree(bot_run, other)

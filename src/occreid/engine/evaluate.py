@@ -86,13 +86,14 @@ def evaluate_records(
 def evaluate_checkpoint(
     checkpoint: str, *, dataset: str | None = None, root: str | None = None, overrides: list[str] = (),
     rerank: bool = False, flip: bool | None = None, json_out: str | None = None, out_dir: str | None = None,
-    progress: bool = True, runtime: str = "torch",
+    progress: bool = True, runtime: str = "torch", report_images: str = "embed",
 ) -> list[dict]:
     """`occreid eval`: evaluate a checkpoint on its test dataset(s) and write reports.
 
     Under torchrun, extraction is sharded over the processes; rank 0 writes the reports and returns
     the results, the other ranks return []. `runtime="onnx"` extracts through ONNX Runtime on the CPU
     (parity-checked against PyTorch on the first batch). Phase times go to metrics.json's `timing`.
+    `report_images`: report.html embeds thumbnails ("embed") or links the images ("link").
     """
     from occreid.config import apply_overrides
     from occreid.data.datasets import load_dataset
@@ -171,7 +172,7 @@ def evaluate_checkpoint(
         with timer.phase("report"):
             write_report(dest, summary, {**per_query, **bd.csv_columns(splits.gallery)}, m["cmc"], groups=groups)
             html_report(dest / "report.html", summary, m["cmc"], m["ap"], m["first_hit"], splits.query,
-                        splits.gallery, bd, groups,
+                        splits.gallery, bd, groups, images=report_images,
                         **visibility_options(cfg, m["query_features"], m["gallery_features"]))
         with timer.phase("pictures"):
             plot_cmc(m["cmc"], dest / "cmc.png")
