@@ -2,7 +2,9 @@
 # GPU check, prepared for the day a GPU machine is lent (about 8 minutes; every step has its own timeout):
 #   1. unpack Occluded-Duke carried in parts (../shared/tools/pack-dataset: part-NN.tar, extracted in order);
 #   2. training throughput of bot and pabreid at 256x128 (ResNet-50): fp32, AMP bf16, bf16 + channels-last,
-#      bf16 + channels-last + torch.compile (benchmarks/train_speed.py, batch 64);
+#      bf16 + channels-last + torch.compile, batch 64, in one process (benchmarks/gpu_throughput.py --only steps,
+#      the step of benchmarks/train_speed.py). The whole gpu_throughput.py run (issue #35: every method, end to
+#      end on Market-1501) is a separate call of its own: each script fills most of a 10-minute device call;
 #   3. a short bot on the pretrained protocol (configs/protocols/pretrained_occduke/bot.yaml, train.max_iters);
 #   4. a full `occreid eval` of it, phase by phase, with the extraction throughput (benchmarks/eval_phases.py).
 # Writes OUT/gpu_check.md (the table), OUT/log.txt (every command's output) and OUT/data, OUT/bot_short.
@@ -55,7 +57,7 @@ unpack() {
 if [ $DRY = 1 ]; then
   DEVICE=cpu; ITERS=1; WARMUP=1; TRAIN_ITERS=2; AMP_TAG="dry run, CPU"
   SIZE=(--set data.height=64 --set data.width=32 --set model.backbone=resnet18)
-  VARIANTS=("fp32::" "bf16+channels-last:bf16:--channels-last")
+  STEP_VARIANTS=fp32,bf16+channels-last; STEP_LIMIT=60
   TRAIN_SET=(data.dataset=synthetic "data.root=$OUT/data/synthetic" data.height=64 data.width=32 data.pad=4
              model.pretrained_path=null data.ids_per_batch=4 data.instances_per_id=2 data.workers=0
              train.device=cpu run.progress=false)
@@ -74,8 +76,7 @@ if [ $DRY = 1 ]; then
 else
   DEVICE=cuda; ITERS=${SPEED_ITERS:-20}; WARMUP=5; TRAIN_ITERS=${TRAIN_ITERS:-300}; AMP_TAG=GPU
   SIZE=(--set data.height=256 --set data.width=128)
-  VARIANTS=("fp32::" "bf16:bf16:" "bf16+channels-last:bf16:--channels-last"
-            "bf16+channels-last+compile:bf16:--channels-last --compile")
+  STEP_VARIANTS=fp32,bf16,bf16+channels-last,bf16+channels-last+compile; STEP_LIMIT=330
   if [ -n "$PARTS" ]; then
     ROOT=$OUT/data
     unpack "$PARTS" "$ROOT" Occluded_Duke
@@ -86,16 +87,19 @@ else
 fi
 GPU=$("$PY" -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')" 2>&1 | tail -n 1)
 
-for v in "${VARIANTS[@]}"; do
-  IFS=: read -r name amp flags <<< "$v"
-  limit=60; case $flags in *compile*) limit=150 ;; esac
-  # shellcheck disable=SC2086
-  timed $limit "$PY" benchmarks/train_speed.py --configs configs/bot/occluded_duke.yaml,configs/pabreid/occluded_duke.yaml \
-    "${SIZE[@]}" --device $DEVICE --amp "${amp:-none}" $flags --iters $ITERS --warmup $WARMUP
+# one process measures every variant of both methods (benchmarks/gpu_throughput.py --only steps, which times
+# benchmarks/train_speed.py's step); its rows are read back from its JSON
+timed "$STEP_LIMIT" "$PY" benchmarks/gpu_throughput.py --only steps --methods bot,pabreid --variants "$STEP_VARIANTS" \
+  "${SIZE[@]}" --device $DEVICE --iters $ITERS --warmup $WARMUP --out "$OUT/throughput"
+STEP_SECS=$SECS
+for name in ${STEP_VARIANTS//,/ }; do
   for m in bot pabreid; do
-    ips=$(awk -F'|' -v m="$m" '$2 ~ "^ *"m" *$" { gsub(/ /, "", $6); print $6 }' "$OUT/last.txt")
-    if [ -n "$ips" ]; then row "train throughput" "$m, $name" "$ips img/s" "$SECS"
-    else row "train throughput" "$m, $name" "failed: $(why)" "$SECS"; fi
+    ips=$("$PY" -c 'import json, sys
+rows = json.load(open(sys.argv[1])).get("steps", [])
+print(next((r["img_s"] for r in rows if r["method"] == sys.argv[2] and r["variant"] == sys.argv[3]), ""))' \
+      "$OUT/throughput/gpu_throughput.json" "$m" "$name" 2>/dev/null)
+    if [ -n "$ips" ]; then row "train throughput" "$m, $name" "$ips img/s" "$STEP_SECS"
+    else row "train throughput" "$m, $name" "failed: $(why)" "$STEP_SECS"; fi
   done
 done
 

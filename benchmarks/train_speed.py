@@ -9,16 +9,19 @@ Times full optimisation steps (forward, the method's loss recipe, backward, Adam
 configured size with a random two-class part label on every image (so part-supervised losses run), after
 warm-up steps. Data loading is excluded. Prints a table with the ratio to the first row measured in the
 same run: the first backbone, or the first config (give `bot` first to read each method against it).
+`prepare_step`, `time_steps` and `measure` are also what benchmarks/gpu_throughput.py times.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
 
 from occreid.config import load_config
+from occreid.engine.step_speed import use_cudnn_autotuner
 from occreid.engine.trainer import build_optimizer
 from occreid.methods import get_method
 
@@ -29,17 +32,22 @@ def backbone_config(backbone: str, args):
                               f"data.height={args.height}", f"data.width={args.width}", f"train.amp={args.amp}"])
 
 
-def measure(cfg, args) -> dict:
+def prepare_step(cfg, args, *, ids: int = 16, instances: int = 4) -> tuple[Callable[[], None], dict]:
+    """One full optimisation step of `cfg`'s method on fixed random images of its size (forward, the loss
+    recipe, backward, the trainer's optimiser with its kernel choice, the trainer's cuDNN setting), and the
+    row's facts. `args` gives device, amp, channels_last and compile; the batch is ids x instances."""
     h, w = cfg.data.height, cfg.data.width
     method = get_method(cfg.model.name)
     device = torch.device(args.device)
+    use_cudnn_autotuner(cfg.train.cudnn_benchmark, device)
     model = method.build_model(cfg, 702).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = method.build_loss(cfg, 702, model).to(device)
     opt = build_optimizer(cfg, model, loss_fn)
-    fwd = torch.compile(model) if args.compile else model
-    p, k = 16, 4
+    # args.compile: True (torch.compile's default mode) or a mode name such as "reduce-overhead" (CUDA graphs)
+    fwd = torch.compile(model, mode=args.compile if isinstance(args.compile, str) else None) if args.compile else model
+    p, k = ids, instances
     images = torch.randn(p * k, 3, h, w, device=device)
     if args.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -56,18 +64,38 @@ def measure(cfg, args) -> dict:
         loss.float().backward()
         opt.step()
 
-    for _ in range(args.warmup):
+    facts = {"method": cfg.model.name, "backbone": cfg.model.backbone, "input": f"{h}x{w}", "batch": p * k,
+             "params_M": sum(q.numel() for q in model.parameters()) / 1e6}
+    return step, facts
+
+
+def time_steps(step: Callable[[], None], device: torch.device, warmup: int, iters: int) -> float:
+    """Seconds for `iters` calls of `step` after `warmup` untimed ones, the device drained at both ends."""
+    for _ in range(warmup):
         step()
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     t0 = time.perf_counter()
-    for _ in range(args.iters):
+    for _ in range(iters):
         step()
     if device.type == "cuda":
-        torch.cuda.synchronize()
-    sec = time.perf_counter() - t0
-    return {"method": cfg.model.name, "backbone": cfg.model.backbone, "input": f"{h}x{w}",
-            "img_per_s": args.iters * p * k / sec, "params_M": sum(q.numel() for q in model.parameters()) / 1e6}
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def measure(cfg, args, *, ids: int = 16, instances: int = 4) -> dict:
+    """The row of one config: images per second over `args.iters` steps after `args.warmup`, and on CUDA
+    the peak GPU memory of building and stepping it (`peak_mem_gb`)."""
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    step, facts = prepare_step(cfg, args, ids=ids, instances=instances)
+    sec = time_steps(step, device, args.warmup, args.iters)
+    facts["img_per_s"] = args.iters * facts["batch"] / sec
+    if device.type == "cuda":
+        facts["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+    return facts
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from occreid.cli.main import build_parser, main
 
 SUBCOMMANDS = [
     ["train"], ["eval"], ["compare"], ["info"], ["demo"],
-    ["data", "stats"], ["data", "check"], ["data", "synth"],
+    ["data", "stats"], ["data", "check"], ["data", "synth"], ["data", "cache"],
     ["labels", "make"], ["labels", "show"],
     ["extract"], ["index", "build"], ["search"], ["export"],
 ]

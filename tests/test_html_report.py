@@ -119,6 +119,26 @@ def test_link_mode_names_and_script_escaping(tmp_path):
                     tmp_path, images="thumbnails")
 
 
+def test_queries_without_label_render_as_unknown(tmp_path):
+    """Part labels for some queries only: the others have no visible fraction (NaN); the page data holds
+    null and the "no label" group, and the page renders without errors and sorts them last."""
+    from occreid.evaluation.visible_fraction import VisibleFraction
+
+    query, gallery, d = _synthetic(tmp_path, nq=6, ng=20)
+    qp, qc = np.array([r.pid for r in query]), np.array([r.camid for r in query])
+    m = rank_metrics(d, qp, np.array([r.pid for r in gallery]), qc, np.array([r.camid for r in gallery]))
+    bd = query_breakdown(d, query, gallery)
+    bd.visible = VisibleFraction(np.array([np.nan, 0.4, 1.0, np.nan, 0.2, 0.8]), "part_labels")
+    page = html_report(tmp_path / "r" / "report.html", {"dataset": "synthetic"}, m["cmc"], m["ap"],
+                       m["first_hit"], query, gallery, bd, bd.groups(m["ap"], m["first_hit"]))
+    data = _page_data(page)
+    assert data["q"]["vis"] == [None, 0.4, 1.0, None, 0.2, 0.8]
+    assert data["q"]["grp"] == [5, 1, 4, 5, 0, 3] and data["groups"][5] == "no label"
+    result = _selftest(page, tmp_path)
+    assert result["errors"] == [] and result["total"] == 6
+    assert result["vis_asc_order"][:4] == [4, 1, 5, 2] and sorted(result["vis_asc_order"][4:]) == [0, 3]
+
+
 def test_report_page_sorts_filters_and_jumps_in_chromium(tmp_path):
     query, gallery, d = _synthetic(tmp_path)
     page, m = _write(tmp_path, query, gallery, d)

@@ -71,7 +71,7 @@ def test_item_label_grouping_and_missing_labels(tmp_path: Path) -> None:
     assert item["label"][0, 0].item() == 1
     assert item["label"][5, 1].item() == 2
     assert item["label"][12, 6].item() == 6
-    assert item["label"].dtype == torch.long and item["label"].shape == (16, 8)
+    assert item["label"].dtype == torch.uint8 and item["label"].shape == (16, 8)
     unlabelled = ds[1]
     assert unlabelled["has_label"] is False and int(unlabelled["label"].abs().sum()) == 0
     assert ds[4]["has_label"] is False  # a label path whose file does not exist
@@ -97,7 +97,7 @@ def test_five_v_bands_are_cut_on_the_item_label(tmp_path: Path) -> None:
     # the arm band spans rows 4..9 (middle 6.5): rows 4-6 upper torso (2), rows 7-9 lower torso (3)
     assert label[4:7, 0:4].unique().tolist() == [2] and label[7:10, 0:4].unique().tolist() == [3]
     assert label[0, 0].item() == 1 and label[12, 6].item() == 4  # head; right leg -> legs
-    assert label.dtype == torch.long
+    assert label.dtype == torch.uint8
 
 
 def test_augmentation_reproducible_from_item_seed(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`occreid data stats | check | synth`."""
+"""`occreid data stats | check | synth | cache`."""
 
 from __future__ import annotations
 
@@ -60,6 +60,18 @@ def register(sub) -> None:
     g.add_argument("--overwrite", action="store_true", help="replace an existing synthetic set in --out")
     g.set_defaults(handler=run_synth)
 
+    k = dsub.add_parser(
+        "cache", help="build a training config's decode cache ahead (decoded, resized images and part labels)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples(
+            "occreid data cache --config configs/bot/occluded_duke.yaml data.root=/data",
+            "occreid data cache --config configs/pabreid/market1501.yaml data.cache_dir=/scratch/occreid",
+        ),
+    )
+    k.add_argument("--config", required=True, help="the training config (YAML) whose data the cache holds")
+    k.add_argument("overrides", nargs="*", help="dotted key=value overrides, as for `occreid train`")
+    k.set_defaults(handler=run_cache)
+
 
 def _dataset_args(p) -> None:
     from occreid.data.datasets import DATASETS
@@ -117,4 +129,24 @@ def run_synth(args) -> int:
         queries_per_id=args.queries_per_id, overwrite=args.overwrite,
     )
     print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def run_cache(args) -> int:
+    """Build (or find up to date) the decode cache `occreid train` would use for this config."""
+    from occreid.config import load_config
+    from occreid.engine.train_data import label_settings, prepare_decode_cache
+    from occreid.engine.trainer import carve_validation, load_training_data
+    from occreid.methods import get_method
+
+    cfg = load_config(args.config, args.overrides)
+    splits = load_training_data(cfg)
+    train, _ = carve_validation(splits.train, cfg.data.val_ids, cfg.train.seed)
+    labels, _ = label_settings(cfg, get_method(cfg.model.name))
+    images, label_folder = prepare_decode_cache(cfg, train, splits.root, labels, progress=cfg.run.progress)
+    print(f"images: {images}  ({len(train)} at {cfg.data.height}x{cfg.data.width})")
+    if label_folder is not None:
+        print(f"part labels: {label_folder}")
+    else:
+        print(f"part labels: none ({cfg.model.name} trains without them)")
     return 0

@@ -38,6 +38,10 @@ class DataConfig:
     erasing_prob: Probability = 0.5
     color_jitter: NonNegativeFloat = 0.0
     val_ids: NonNegativeInt = 0
+    # decoded, resized training images in a memory-mapped cache, augmented in batch on the device:
+    # true, false, or auto (on with CUDA; off on the CPU, see benchmarks/RESULTS.md "Training data path")
+    decode_cache: bool | Literal["auto"] = "auto"
+    cache_dir: str | None = None  # where the decode cache lives; null = $OCCREID_CACHE or ~/.cache/occreid
 
 
 @dataclass
@@ -69,6 +73,10 @@ class TrainConfig:
     grad_clip: PositiveFloat | None = None
     # stop (with last.pt) when a loss exceeds this multiple of the median of the last 50; null = off
     loss_guard: Annotated[float, Range(low=1, low_open=True)] | None = 1000.0
+    # read the losses (NaN/inf check, loss_guard, the log) in one host transfer every this many iterations,
+    # and always at log steps, before a checkpoint and at the end; auto = 1 on the CPU, 8 on a GPU
+    sync_every: PositiveInt | Literal["auto"] = "auto"
+    cudnn_benchmark: bool = True  # CUDA: cuDNN times its convolution algorithms once per input shape
     accum_steps: PositiveInt = 1
     seed: NonNegativeInt = 0
     checkpoint_every: NonNegativeInt = 200

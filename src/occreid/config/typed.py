@@ -19,6 +19,13 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _choice(tp: Any) -> str:
+    """An alternative of a union in words: a Literal's values as written in YAML ('auto'), else the type."""
+    if get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in get_args(tp))
+    return _type_name(tp)
+
+
 def coerce(value: Any, tp: Any, key: str) -> Any:
     """Return `value` converted to type `tp` (and inside its declared Range), or raise ConfigError
     naming `key`."""
@@ -43,13 +50,16 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError as e:
                 raise ConfigError(f"{e} (or null)") from None
         errors = []
-        for a in args:
-            if a is type(None):
-                continue
+        for a in options:
             try:
                 return coerce(value, a, key)
             except ConfigError as e:
                 errors.append(str(e))
+        out_of_range = [i for i, e in enumerate(errors) if " is out of range; expected " in e]
+        if len(out_of_range) == 1:  # the right type outside its range: say the range, then the other choices
+            others = [_choice(a) for i, a in enumerate(options) if i != out_of_range[0]]
+            others += ["null"] if type(None) in args else []
+            raise ConfigError(f"{errors[out_of_range[0]]} (or {' or '.join(others)})")
         raise ConfigError(f"{key}: {value!r} is not a valid {' or '.join(_type_name(a) for a in args)}")
     if origin is Literal:
         allowed = get_args(tp)

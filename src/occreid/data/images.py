@@ -63,15 +63,16 @@ def fit_label(label: np.ndarray, shape: tuple[int, int], path: str | Path) -> np
 
 
 class ReidImageDataset(Dataset):
-    """Records -> dicts {image [3,H,W] float, pid, camid, index, label [H,W] long, has_label bool}.
+    """Records -> dicts {image [3,H,W] float, pid, camid, index, label [H,W] uint8, has_label bool}.
 
     `label` is the record's part label, transformed with the image (flip swaps atomic left/right parts
     first) and then grouped into the K parts of `grouping` (0 = background); the atomic map when
     `grouping` is None; all zeros with has_label False when the record has no label file. Decision: a
     `label_path` whose file does not exist counts as unlabelled (partial label sets still train); an
     existing but unreadable file, or one of another aspect ratio than its image, raises LabelError. With
-    `train=False` a plain index gets no random generator: the transform must then be deterministic (a
-    random op raises).
+    `labels=False` (methods that train without part labels, and feature extraction) no label file is
+    opened and items carry no `label` (has_label False). With `train=False` a plain index gets no random
+    generator: the transform must then be deterministic (a random op raises).
     """
 
     def __init__(
@@ -81,12 +82,14 @@ class ReidImageDataset(Dataset):
         grouping: str | None = None,
         train: bool = True,
         seed: int = 0,
+        labels: bool = True,
     ) -> None:
         self.records = list(records)
         self.transform = transform
         self.grouping = grouping
         self.train = train
         self.seed = int(seed)
+        self.labels = bool(labels)
         self.epoch = 0
         if grouping is not None:
             grouping_lut(grouping)  # an unknown grouping fails here, not in a worker
@@ -116,31 +119,32 @@ class ReidImageDataset(Dataset):
         index, rng = self._rng(item)
         record = self.records[index]
         image = read_image(record.path)
-        label = self._read_label(record, image.shape[:2])
+        label = self._read_label(record, image.shape[:2]) if self.labels else None
         tensor, label_t = self.transform(image, label, rng)
-        if label_t is None:
-            label_t = torch.zeros(tensor.shape[1:], dtype=torch.long)
-        elif self.grouping is not None:
-            label_t = torch.from_numpy(group_label(label_t.long().numpy(), self.grouping))
-        return {
-            "image": tensor,
-            "pid": record.pid,
-            "camid": record.camid,
-            "index": index,
-            "label": label_t.long(),
-            "has_label": label is not None,
-        }
+        out = {"image": tensor, "pid": record.pid, "camid": record.camid, "index": index,
+               "has_label": label is not None}
+        if self.labels:
+            if label_t is None:
+                label_t = torch.zeros(tensor.shape[1:], dtype=torch.uint8)
+            elif self.grouping is not None:
+                label_t = torch.from_numpy(group_label(label_t.numpy(), self.grouping))
+            out["label"] = label_t.to(torch.uint8)
+        return out
 
 
 def collate(batch: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack dataset items into a dict of batch tensors (pid, camid, index long; has_label bool)."""
+    """Stack dataset items into a dict of batch tensors: pid, camid, index long; has_label bool; image;
+    label (uint8) and aug (the batch path's augmentation parameters) when the items have them."""
     if not batch:
         raise ValueError("cannot collate an empty batch")
-    return {
+    out = {
         "image": torch.stack([b["image"] for b in batch]),
         "pid": torch.tensor([b["pid"] for b in batch], dtype=torch.long),
         "camid": torch.tensor([b["camid"] for b in batch], dtype=torch.long),
         "index": torch.tensor([b["index"] for b in batch], dtype=torch.long),
-        "label": torch.stack([b["label"] for b in batch]),
         "has_label": torch.tensor([b["has_label"] for b in batch], dtype=torch.bool),
     }
+    for key in ("label", "aug"):
+        if key in batch[0]:
+            out[key] = torch.stack([b[key] for b in batch])
+    return out

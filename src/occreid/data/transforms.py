@@ -1,9 +1,13 @@
 """Joint image + part-label transforms: every geometric change moves the label with the picture.
 
 Input: an RGB image (uint8 numpy H x W x 3 or PIL) and an atomic part-label map (uint8 H x W, see
-`occreid.labels.format`) or None. Output: a normalised float tensor [3, H, W] and a long tensor [H, W]
+`occreid.labels.format`) or None. Output: a normalised float tensor [3, H, W] and a uint8 tensor [H, W]
 (or None). All randomness comes from the numpy Generator passed to the call, so a run is reproducible.
 Order as in BoT: resize, flip, pad + crop, (colour jitter), normalise, random erasing.
+
+Each random op draws its parameters in `draw(rng)` and only then applies them; the batched device path
+(`occreid.data.batch_augment`) calls the same `draw` methods in the same order, so one item seed gives
+one augmentation on either path.
 """
 
 from __future__ import annotations
@@ -50,12 +54,18 @@ class Resize:
     def __init__(self, height: int, width: int) -> None:
         self.size = (int(width), int(height))
 
-    def __call__(self, image: np.ndarray, label: Label, rng: np.random.Generator | None) -> tuple[Any, Label]:
+    def image(self, image: np.ndarray) -> np.ndarray:
         if image.shape[1::-1] != self.size:
             image = np.array(Image.fromarray(image).resize(self.size, Image.Resampling.BILINEAR))
-        if label is not None and label.shape[::-1] != self.size:
+        return image
+
+    def label(self, label: np.ndarray) -> np.ndarray:
+        if label.shape[::-1] != self.size:
             label = np.array(Image.fromarray(label).resize(self.size, Image.Resampling.NEAREST))
-        return image, label
+        return label
+
+    def __call__(self, image: np.ndarray, label: Label, rng: np.random.Generator | None) -> tuple[Any, Label]:
+        return self.image(image), None if label is None else self.label(label)
 
 
 class RandomHorizontalFlip:
@@ -65,8 +75,12 @@ class RandomHorizontalFlip:
     def __init__(self, p: float = 0.5) -> None:
         self.p = p
 
+    def draw(self, rng: np.random.Generator | None) -> bool:
+        """Whether to mirror (one uniform draw when p > 0, none otherwise)."""
+        return self.p > 0 and _require(rng, "RandomHorizontalFlip").random() < self.p
+
     def __call__(self, image: np.ndarray, label: Label, rng: np.random.Generator | None) -> tuple[Any, Label]:
-        if self.p <= 0 or _require(rng, "RandomHorizontalFlip").random() >= self.p:
+        if not self.draw(rng):
             return image, label
         image = np.ascontiguousarray(image[:, ::-1])
         if label is not None:
@@ -81,13 +95,19 @@ class PadCrop:
     def __init__(self, pad: int) -> None:
         self.pad = int(pad)
 
+    def draw(self, rng: np.random.Generator | None) -> tuple[int, int]:
+        """(top, left) of the crop in the padded image (pad, pad = no shift); (0, 0) and no draw when pad is 0."""
+        if self.pad <= 0:
+            return 0, 0
+        top, left = (int(v) for v in _require(rng, "PadCrop").integers(0, 2 * self.pad + 1, size=2))
+        return top, left
+
     def __call__(self, image: np.ndarray, label: Label, rng: np.random.Generator | None) -> tuple[Any, Label]:
         if self.pad <= 0:
             return image, label
-        rng = _require(rng, "PadCrop")
         h, w = image.shape[:2]
         p = self.pad
-        top, left = (int(v) for v in rng.integers(0, 2 * p + 1, size=2))
+        top, left = self.draw(rng)
         padded = np.zeros((h + 2 * p, w + 2 * p, image.shape[2]), dtype=image.dtype)
         padded[p : p + h, p : p + w] = image
         image = padded[top : top + h, left : left + w].copy()
@@ -110,11 +130,18 @@ class ColorJitter:
     def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0) -> None:
         self.strengths = (float(brightness), float(contrast), float(saturation))
 
+    def draw(self, rng: np.random.Generator | None) -> tuple[float, float, float]:
+        """(brightness, contrast, saturation) factors: one uniform draw per non-zero strength, in that order."""
+        if not any(self.strengths):
+            return 1.0, 1.0, 1.0
+        rng = _require(rng, "ColorJitter")
+        b, c, s = (float(rng.uniform(max(0.0, 1 - v), 1 + v)) if v > 0 else 1.0 for v in self.strengths)
+        return b, c, s
+
     def __call__(self, image: np.ndarray, label: Label, rng: np.random.Generator | None) -> tuple[Any, Label]:
         if not any(self.strengths):
             return image, label
-        rng = _require(rng, "ColorJitter")
-        b, c, s = (rng.uniform(max(0.0, 1 - v), 1 + v) if v > 0 else 1.0 for v in self.strengths)
+        b, c, s = self.draw(rng)
         img = image.astype(np.float32)
         img = np.clip(img * b, 0, 255)
         mean = _gray(img).mean()
@@ -125,7 +152,8 @@ class ColorJitter:
 
 
 class Normalize:
-    """uint8 H x W x 3 -> float tensor [3, H, W]: (x / 255 - mean) / std; label -> long tensor."""
+    """uint8 H x W x 3 -> float tensor [3, H, W]: (x / 255 - mean) / std; label -> uint8 tensor (part
+    indices fit a byte: 8x less to ship than int64; losses take it as is)."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
@@ -136,7 +164,7 @@ class Normalize:
             image = np.array(image)
         tensor = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
         tensor = (tensor - self.mean) / self.std
-        return tensor, None if label is None else torch.from_numpy(label.astype(np.int64))
+        return tensor, None if label is None else torch.from_numpy(np.array(label, dtype=np.uint8))
 
 
 class RandomErasing:
@@ -151,10 +179,10 @@ class RandomErasing:
     def __init__(self, p: float = 0.5, sl: float = 0.02, sh: float = 0.4, r1: float = 0.3) -> None:
         self.p, self.sl, self.sh, self.r1 = p, sl, sh, r1
 
-    def __call__(self, image: torch.Tensor, label: Any, rng: np.random.Generator | None) -> tuple[Any, Any]:
+    def draw(self, rng: np.random.Generator | None, h: int, w: int) -> tuple[int, int, int, int] | None:
+        """(top, left, height, width) of the rectangle to erase in an h x w image, or None (no erasing)."""
         if self.p <= 0 or _require(rng, "RandomErasing").random() >= self.p:
-            return image, label
-        _, h, w = image.shape
+            return None
         for _ in range(100):
             area = rng.uniform(self.sl, self.sh) * h * w
             aspect = rng.uniform(self.r1, 1.0 / self.r1)
@@ -163,14 +191,21 @@ class RandomErasing:
             if 0 < eh < h and 0 < ew < w:
                 top = int(rng.integers(0, h - eh + 1))
                 left = int(rng.integers(0, w - ew + 1))
-                image = image.clone()
-                image[:, top : top + eh, left : left + ew] = 0.0
-                break
+                return top, left, eh, ew
+        return None
+
+    def __call__(self, image: torch.Tensor, label: Any, rng: np.random.Generator | None) -> tuple[Any, Any]:
+        rect = self.draw(rng, *image.shape[1:])
+        if rect is None:
+            return image, label
+        top, left, eh, ew = rect
+        image = image.clone()
+        image[:, top : top + eh, left : left + ew] = 0.0
         return image, label
 
 
 class JointTransform:
-    """Joint ops in order: (image, label or None, rng) -> (tensor [3, H, W], long [H, W] or None)."""
+    """Joint ops in order: (image, label or None, rng) -> (tensor [3, H, W], uint8 [H, W] or None)."""
 
     def __init__(self, ops: Sequence[JointOp]) -> None:
         self.ops = list(ops)

@@ -219,7 +219,8 @@ def refuse_model_change(checkpoint: Path, stored: dict, overrides: list[str]) ->
 #: Keys that say where the data is or how fast to run, not what is measured: left out of report names.
 #: eval.rerank and eval.flip are named by their own tags.
 UNNAMED_KEYS = ("data.dataset", "data.test_datasets", "data.root", "data.labels_root", "data.workers",
-                "data.test_batch_size", "train.device", "run.", "eval.rerank", "eval.flip")
+                "data.test_batch_size", "data.decode_cache", "data.cache_dir", "train.device", "run.", "eval.rerank",
+                "eval.flip")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

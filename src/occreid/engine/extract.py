@@ -45,7 +45,7 @@ def extract_features(
     from occreid.data.transforms import build_transforms
 
     flip = cfg.eval.flip if flip is None else flip
-    ds = ReidImageDataset(records, build_transforms(cfg.data, train=False), grouping=None, train=False)
+    ds = ReidImageDataset(records, build_transforms(cfg.data, train=False), train=False, labels=False)
     sampler = InferenceSampler(len(records), rank=rank, world_size=world_size)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=cfg.data.test_batch_size, sampler=list(iter(sampler)),

@@ -3,6 +3,9 @@
 Flow: records -> transforms -> identity-balanced sampler -> model -> ModelOutput -> method loss recipe.
 A stop for any reason (an error, a NaN or exploding loss, SIGINT/SIGTERM) first writes last.pt at the
 last whole iteration, and its message says which checkpoint holds which iteration.
+On a GPU the losses stay on the device and are read (and checked) every train.sync_every iterations, at
+log steps and before every checkpoint, so a step never waits for the device; a bad loss found late stops
+the run without saving the weights that took its update (the checkpoints on disk were all checked).
 """
 
 from __future__ import annotations
@@ -36,10 +39,17 @@ from occreid.engine.distributed import (
     init_distributed,
     rank_device,
 )
+from occreid.engine.loss_reading import LossReading, PendingLosses
 from occreid.engine.run_dir import RunDir
 from occreid.engine.run_lock import RunLock
 from occreid.engine.run_setup import dataset_load_options, resolve_device
 from occreid.engine.schedule import lr_factor
+from occreid.engine.step_speed import (
+    fused_optimizer_options,
+    resolve_sync_every,
+    use_cudnn_autotuner,
+    with_device_kernels,
+)
 from occreid.engine.stop_signals import StopNow, StopSignals
 from occreid.errors import CheckpointError, ConfigError, OccreidError
 from occreid.methods import get_method
@@ -101,7 +111,8 @@ def load_training_data(cfg: Config) -> DatasetSplits:
 
 
 def build_optimizer(cfg: Config, model: nn.Module, loss: nn.Module) -> torch.optim.Optimizer:
-    """Per-group learning rates: backbone at `backbone_lr_mult` x the head's rate (PCB: 0.1)."""
+    """Per-group learning rates: backbone at `backbone_lr_mult` x the head's rate (PCB: 0.1). Fused
+    kernels when every parameter is on CUDA (`fused_optimizer_options`); torch's default elsewhere."""
     backbone = getattr(model, "backbone", None)
     bb_ids = {id(p) for p in backbone.parameters()} if backbone is not None else set()
     bb = [p for p in model.parameters() if id(p) in bb_ids and p.requires_grad]
@@ -113,11 +124,14 @@ def build_optimizer(cfg: Config, model: nn.Module, loss: nn.Module) -> torch.opt
         {"params": head, "lr": t.lr, "base_lr": t.lr},
     ]
     groups = [g for g in groups if g["params"]]
+    kernels = fused_optimizer_options(p for g in groups for p in g["params"])
     if t.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.Adam(groups, lr=t.lr, weight_decay=t.weight_decay, **kernels)
     if t.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=True)
+        return torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay, **kernels)
+    return torch.optim.SGD(
+        groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=True, **kernels
+    )
 
 
 class Trainer:
@@ -135,6 +149,12 @@ class Trainer:
         self.lock = RunLock(cfg.run.out) if self.dist.is_main else None
         if self.lock is not None and self.lock.note:
             self._note(self.lock.note)
+        use_cudnn_autotuner(cfg.train.cudnn_benchmark, self.device)
+        self.sync_every = resolve_sync_every(cfg.train.sync_every, self.device)
+        self.pending = PendingLosses()  # losses not read yet (read every sync_every iterations)
+        self.last_reading: LossReading | None = None  # the latest loss read and checked
+        self.diverged_at: int | None = None  # the iteration whose loss stopped the run
+        self.unrecorded: float | None = None  # the checked loss of the iteration in progress
         try:
             self._setup(resume)
         except BaseException:
@@ -142,9 +162,8 @@ class Trainer:
             raise
 
     def _setup(self, resume: bool) -> None:
-        from occreid.data.images import ReidImageDataset
         from occreid.data.sampler import DistributedIdentitySampler, IdentityBalancedSampler
-        from occreid.data.transforms import build_transforms
+        from occreid.engine.train_data import build_train_dataset
 
         cfg = self.cfg
         self.run: RunDir | None = None
@@ -157,10 +176,9 @@ class Trainer:
         self.splits = splits
         self.train_records = train
         self.num_classes = len({r.pid for r in train})
-        grouping = self.method.label_grouping(cfg) if hasattr(self.method, "label_grouping") else None
-        self.dataset = ReidImageDataset(
-            train, build_transforms(cfg.data, train=True), grouping=grouping, train=True, seed=cfg.train.seed
-        )
+        # per-image decoding, or the decode cache + batch augmentation on the device (data.decode_cache);
+        # part labels only for methods that train with them
+        self.dataset, self.augment = build_train_dataset(cfg, train, splits.root, self.method, self.device, self.dist)
         pids = [r.pid for r in train]
         d = cfg.data
         if self.dist.enabled:
@@ -272,7 +290,7 @@ class Trainer:
     def _restore(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.loss.load_state_dict(ckpt["loss"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.optimizer.load_state_dict(with_device_kernels(ckpt["optimizer"], self.optimizer))
         if self.loss_optimizer is not None and "loss_optimizer" in ckpt:
             self.loss_optimizer.load_state_dict(ckpt["loss_optimizer"])
         if ckpt.get("scaler"):
@@ -285,7 +303,9 @@ class Trainer:
         self.run.truncate_log(self.iteration)
 
     def save(self, name: str = "last.pt") -> None:
-        """Write the state after the last whole iteration; last.pt keeps the one it replaces as last.prev.pt."""
+        """Write the state after the last whole iteration; last.pt keeps the one it replaces as last.prev.pt.
+        The losses not read yet are read and checked first: a checkpoint holds checked iterations only."""
+        self._read_losses()
         if not self.dist.is_main:
             return
         rotate = name == "last.pt"
@@ -302,10 +322,13 @@ class Trainer:
         return f * self.cfg.train.lr
 
     def _batches(self):
-        """Yield (epoch, batch) from the current iteration on. An epoch's batches and every item's
+        """Yield (epoch, batch) from the current iteration on, the batch already on the device (and
+        through the batch augmentation when the decode cache is on). An epoch's batches and every item's
         augmentation seed are pure functions of (seed, epoch, position), so a resumed run replays
-        exactly the batches it had not done yet."""
+        exactly the batches it had not done yet; on CUDA the next batch is copied (pinned, on a side
+        stream) while the current step runs."""
         from occreid.data.images import collate
+        from occreid.data.prefetch import DevicePrefetcher
 
         bpe = self.batches_per_epoch
         local_batch = getattr(self.sampler, "local_batch_size", self.sampler.batch_size)
@@ -316,8 +339,9 @@ class Trainer:
             loader = torch.utils.data.DataLoader(
                 self.dataset, sampler=self.sampler, batch_size=local_batch,
                 num_workers=self.cfg.data.workers, collate_fn=collate, drop_last=True,
+                pin_memory=self.device.type == "cuda",
             )
-            for batch in loader:
+            for batch in DevicePrefetcher(loader, self.device, getattr(self, "augment", None)):
                 yield epoch, batch
                 if self.iteration >= self.total_iters:
                     return
@@ -364,7 +388,7 @@ class Trainer:
             total=self.total_iters, initial=self.iteration, disable=not (self.cfg.run.progress and self.dist.is_main),
             desc=f"train {self.cfg.model.name}", unit="it", dynamic_ncols=True,
         )
-        last_loss = float("nan")
+        self.unrecorded = None
         start = self.iteration
         accum = max(1, t.accum_steps)
         tick = time.perf_counter()
@@ -382,8 +406,9 @@ class Trainer:
                     out = self.forward_model(images)
                     loss, terms = self.loss(out, batch)
                 loss = loss.float()
-                value = loss.item()
-                self._check_loss(value, terms)
+                self.pending.add(self.iteration + 1, loss, terms)  # kept on the device: no wait for it here
+                if (self.iteration + 1) % self.sync_every == 0:  # sync_every=1: each loss before its update
+                    self._read_losses()
                 self.scaler.scale(loss / accum).backward()
                 if (self.iteration + 1) % accum == 0:
                     self.updating = True
@@ -401,22 +426,28 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                 self.iteration += 1
                 self.updating = self.forward_started = False
-                self.recent_losses.append(value)
+                if self.unrecorded is not None:  # read before its update; the guard's window takes it now
+                    self.recent_losses.append(self.unrecorded)
+                    self.unrecorded = None
                 self.good_rng = rng_state()
-                last_loss = value
+                at_end = self.iteration == self.total_iters
+                log_now = self.iteration % max(1, t.log_every) == 0 or at_end
+                save_now = bool(t.checkpoint_every) and self.iteration % t.checkpoint_every == 0
+                eval_now = bool(t.eval_every and self.val_records) and (self.iteration % t.eval_every == 0 or at_end)
+                if log_now or save_now or eval_now:
+                    self._read_losses()  # before the clock: waiting for the device is training time
                 now = time.perf_counter()
                 self.train_seconds += now - tick
                 bar.update(1)
-                if self.iteration % max(1, t.log_every) == 0 or self.iteration == self.total_iters:
+                if log_now:
+                    r = self.last_reading
                     rec = {"iter": self.iteration, "epoch": round(self.iteration / self.batches_per_epoch, 3),
-                           "lr": lr, "loss": last_loss, "train_s": round(self.train_seconds, 1),
-                           **{k: float(v) for k, v in terms.items()}}
+                           "lr": lr, "loss": r.loss, "train_s": round(self.train_seconds, 1), **r.terms}
                     self.run.log(rec)
-                    bar.set_postfix(loss=f"{last_loss:.3f}")
-                if t.checkpoint_every and self.iteration % t.checkpoint_every == 0:
+                    bar.set_postfix(loss=f"{r.loss:.3f}")
+                if save_now:
                     self.save()
-                at_end = self.iteration == self.total_iters
-                if t.eval_every and self.val_records and (self.iteration % t.eval_every == 0 or at_end):
+                if eval_now:
                     self.validate()  # also at the last iteration, so best.pt can be the final model
                 if signals.requested and not at_end:
                     raise TrainingInterrupted(
@@ -427,13 +458,32 @@ class Trainer:
                 tick = time.perf_counter()  # checkpointing and validation are not training time
         finally:
             bar.close()
+        self._read_losses()  # after stop_after: the window and last_reading cover every whole iteration
         if self.iteration >= self.total_iters and self.saved["last.pt"] != self.iteration:
             self.save()
+        last_loss = self.last_reading.loss if self.last_reading is not None else float("nan")
         return TrainResult(self.run.path, self.iteration, last_loss, self.model)
 
-    def _check_loss(self, value: float, terms: dict) -> None:
-        """Stop on a NaN/inf loss, or on one above train.loss_guard x the median of the recent losses."""
-        it = self.iteration + 1  # the iteration being computed, numbered as in metrics.jsonl
+    def _read_losses(self) -> None:
+        """Read the pending losses in one host transfer and check them in iteration order; the first bad
+        one raises TrainingDiverged naming its iteration (the later ones are dropped)."""
+        if not len(self.pending):
+            return
+        for r in self.pending.read():
+            try:
+                self._check_loss(r.loss, r.terms, r.iteration)
+            except TrainingDiverged:
+                self.diverged_at = r.iteration
+                raise
+            self.last_reading = r
+            if r.iteration <= self.iteration:
+                self.recent_losses.append(r.loss)
+            else:  # the iteration in progress: its loss joins the window once its update is done
+                self.unrecorded = r.loss
+
+    def _check_loss(self, value: float, terms: dict, it: int) -> None:
+        """Stop on a NaN/inf loss, or on one above train.loss_guard x the median of the recent losses;
+        `it` is the loss's iteration, numbered as in metrics.jsonl."""
         if not math.isfinite(value):
             raise TrainingDiverged(f"loss became {value} at iteration {it} ({terms_text(terms)})")
         guard = self.cfg.train.loss_guard
@@ -489,9 +539,36 @@ class Trainer:
             return f"the weight update of iteration {it + 1} was half applied, so no whole state was saved"
         if it % accum:
             return f"iteration {it} falls inside a train.accum_steps={accum} accumulation, so it was not saved"
+        why = self._read_losses_at_stop() or self._tainted()
+        if why:
+            return why
         if not self._state_is_finite():
             return f"the weights after iteration {it} are not finite, so they were not saved"
         return None
+
+    def _read_losses_at_stop(self) -> str | None:
+        """Read the losses of the whole iterations that were not read yet, before a save at a stop. A bad
+        one sets `diverged_at` and is told as part of the reason; one that cannot be read (the device
+        error that stopped the run, say) is the reason itself."""
+        self.pending.drop_after(self.iteration)
+        try:
+            self._read_losses()
+        except TrainingDiverged as d:
+            return f"{d}, read at the stop; {self._tainted()}"
+        except Exception as err:  # noqa: BLE001 - anything that breaks the read stops the save, with its name
+            return (f"the losses since the last read could not be read ({type(err).__name__}: {err}), so "
+                    "nothing was saved")
+        return None
+
+    def _tainted(self) -> str | None:
+        """Why the weights in memory must not be saved: they took the update of a bad loss that was read
+        only after that update (train.sync_every > 1); None when no such update was applied."""
+        it = self.iteration
+        if self.diverged_at is None or self.diverged_at > it:
+            return None
+        return (f"the weights after iteration {it} carry the update of iteration {self.diverged_at} (train."
+                f"sync_every={self.sync_every} reads the losses every {self.sync_every} iterations), so they were "
+                "not saved")
 
     def _buffers(self) -> list[torch.Tensor]:
         return [*self.model.buffers(), *self.loss.buffers()]

@@ -138,7 +138,7 @@ def report_data(summary: dict[str, Any], ap: Any, first_hit: Any, query: Sequenc
             "cam": [r.camid for r in query],
             "ap": [None if math.isnan(a) else round(float(a), 4) for a in ap],
             "first": np.where(first >= 0, first + 1, 0).tolist(),  # 1-based rank, 0 = no true match
-            "vis": np.round(bd.visible.values, 3).tolist(),
+            "vis": [None if math.isnan(v) else v for v in np.round(bd.visible.values, 3).tolist()],  # NaN: no label
             "grp": occlusion_group(bd.visible.values).tolist(),
             "pv": _visibility_percent(query_visibility, np.arange(nq)),
             "top": top_local.tolist(),

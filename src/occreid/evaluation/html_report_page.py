@@ -110,7 +110,7 @@ predicted by the method (grey below 0.5).</p>
       case "ap_desc": return ap === null ? Infinity : -ap;
       case "first_desc": return -f;
       case "first_asc": return f;
-      case "vis_asc": return Q.vis[i];
+      case "vis_asc": return Q.vis[i] === null ? Infinity : Q.vis[i];  // unknown (no label) last
       default: return i;
     }
   }
@@ -146,7 +146,8 @@ predicted by the method (grey below 0.5).</p>
       '" data-first="' + f + '"' + (state.highlight === i ? ' class="hl"' : "") + ">";
     s += '<td><div class="card">' + img(Q.img[i], Q.name[i]) + bars(Q.pv ? Q.pv[i] : null) + "</div></td>";
     s += '<td class="qinfo"><b>' + esc(base(Q.name[i])) + "</b><br>id " + Q.pid[i] + " · cam " + Q.cam[i] +
-      "<br>AP " + fmt(Q.ap[i], 3) + "<br>" + firstText + "<br>visible " + Math.round(100 * Q.vis[i]) + "% (" +
+      "<br>AP " + fmt(Q.ap[i], 3) + "<br>" + firstText + "<br>visible " +
+      (Q.vis[i] === null ? "?" : Math.round(100 * Q.vis[i]) + "%") + " (" +
       esc(D.groups[Q.grp[i]]) + ")</td>";
     for (var r = 0; r < Q.top[i].length; r++) {
       var g = Q.top[i][r];
@@ -225,6 +226,7 @@ predicted by the method (grey below 0.5).</p>
     out.ap_ascending = ok;
     out.ap_asc_first = Number(shown()[0].getAttribute("data-q"));
     out.ap_asc_order = idx;
+    state.sort = "vis_asc"; state.page = 0; out.vis_asc_order = render();
     state.sort = "first_desc"; idx = render();
     out.first_desc_first = Number(shown()[0].getAttribute("data-q"));
     state.sort = "index"; state.filter = "r1"; idx = render();

@@ -43,7 +43,7 @@ class QueryBreakdown:
         """Extra per_query.csv columns, in order."""
         labels = np.array(OCCLUSION_LABELS)[occlusion_group(self.visible.values)]
         columns = {
-            "visible_fraction": [f"{v:.3f}" for v in self.visible.values],
+            "visible_fraction": ["" if np.isnan(v) else f"{v:.3f}" for v in self.visible.values],  # "": no label
             "occlusion_group": labels.tolist(),
             "query_camid": self.q_camids.tolist(),
             "first_match_camid": self.match_camids.tolist(),

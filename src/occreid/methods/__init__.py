@@ -1,4 +1,4 @@
-"""Methods: each is one module with `Options`, `build_model`, `LossRecipe` and `distance`.
+"""Methods: each is one module with `Options`, `build_model`, `LossRecipe`, `distance` and `uses_labels`.
 
 `METHODS` maps a method key to its module path; modules are imported only when used.
 """
@@ -40,3 +40,12 @@ def validate_method_options(name: str, options: dict[str, Any]) -> dict[str, Any
     module = get_method(name)
     opts = build(module.Options, options, "method")
     return dataclasses.asdict(opts)
+
+
+def uses_labels(method: ModuleType, cfg: Any) -> bool:
+    """Whether `method` trains with part labels under `cfg`: its `uses_labels(cfg)`; a method module
+    without one uses them when its `label_grouping(cfg)` names a grouping. Without labels the training
+    dataset opens no label file and ships no label map."""
+    if hasattr(method, "uses_labels"):
+        return bool(method.uses_labels(cfg))
+    return hasattr(method, "label_grouping") and method.label_grouping(cfg) is not None

@@ -24,6 +24,7 @@ from occreid.losses.global_batch import gathered_distance_triplet
 from occreid.losses.maps import parsing_cross_entropy
 from occreid.methods.building import make_backbone
 from occreid.models.backbones.resnet import BasicBlock
+from occreid.models.device_constants import device_constant
 from occreid.models.gated_conv import GatedConv
 from occreid.models.heads import BNNeck, EmbeddingHead, PartClassifiers
 from occreid.models.output import ModelOutput
@@ -129,11 +130,14 @@ def spectrum_phase(real: torch.Tensor, imag: torch.Tensor, width: int) -> torch.
     part (written out rather than left to atan2's signed zero, which ONNX's Atan-based atan2 resolves to -pi).
     """
     h, nv, width = int(real.shape[-2]), int(real.shape[-1]), int(width)
-    rows, cols = np.arange(h), np.arange(nv)
-    self_conjugate = ((rows == 0) | (2 * rows == h))[:, None] & ((cols == 0) | (2 * cols == width))[None, :]
+
+    def self_conjugate() -> torch.Tensor:
+        rows, cols = np.arange(h), np.arange(nv)
+        return torch.from_numpy(((rows == 0) | (2 * rows == h))[:, None] & ((cols == 0) | (2 * cols == width))[None, :])
+
     shifted = real + PHASE_EPS
     real_phase = torch.where(shifted < 0, torch.full_like(shifted, math.pi), torch.zeros_like(shifted))
-    mask = torch.from_numpy(self_conjugate).to(real.device)
+    mask = device_constant(("self_conjugate_bins", h, nv, width), self_conjugate, real.device)
     return torch.where(mask, real_phase, torch.atan2(imag, shifted))
 
 
@@ -157,16 +161,33 @@ def height_dft(h: int, inverse: bool, device: torch.device) -> torch.Tensor:
     return torch.cat([torch.cat([cos, sin], 1), torch.cat([-sin, cos], 1)], 0)
 
 
+def width_rfft_matrix(w: int) -> torch.Tensor:
+    """[w, 2 nv] host matrix [cos | -sin] of the w // 2 + 1 = nv width bins (x @ it = [re | im])."""
+    cos, sin = dft_cos_sin(w, w // 2 + 1)
+    return torch.cat([cos, -sin], 1)
+
+
+def width_irfft_matrix(width: int, nv: int, h: int) -> torch.Tensor:
+    """[2 nv, width] host matrix of `irfft2_real`'s last step: [scale cos^T ; -scale sin^T], scale_v =
+    w_v / (h width) with w_v = 1 on the self-conjugate columns, else 2."""
+    cos, sin = dft_cos_sin(width, nv)
+    v = np.arange(nv)
+    weight = np.where((v == 0) | (2 * v == width), 1.0, 2.0) / (h * width)
+    scale = torch.from_numpy(weight).to(dtype=torch.float32).unsqueeze(1)
+    return torch.cat([scale * cos.t(), -scale * sin.t()], 0)
+
+
 def rfft2_real(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`torch.fft.rfft2` of a real map [B, c, h, w] as (real, imag) [B, c, h, w // 2 + 1] by DFT matrices,
     X_uv = sum_mn x_mn e^{-2 pi i (u m / h + v n / w)}: the w // 2 + 1 bins of the width, then all h bins
     of the height, each one matrix product over the flattened batch."""
     c, h, w = (int(n) for n in x.shape[1:])  # the batch stays symbolic (-1) in an exported graph
     nv = w // 2 + 1
-    cos_w, sin_w = dft_cos_sin(w, nv, x.device)
-    t = x @ torch.cat([cos_w, -sin_w], 1)  # [B, c, h, re | im]
+    cpu = torch.device("cpu")
+    t = x @ device_constant(("width_rfft", w), lambda: width_rfft_matrix(w), x.device)  # [B, c, h, re | im]
     t = t.reshape(-1, c, h, 2, nv).permute(0, 1, 4, 3, 2).reshape(-1, c, nv, 2 * h)
-    y = (t @ height_dft(h, False, x.device)).reshape(-1, c, nv, 2, h)
+    y = (t @ device_constant(("height_dft", h, False), lambda: height_dft(h, False, cpu), x.device))
+    y = y.reshape(-1, c, nv, 2, h)
     return y[:, :, :, 0].transpose(2, 3), y[:, :, :, 1].transpose(2, 3)
 
 
@@ -175,14 +196,11 @@ def irfft2_real(real: torch.Tensor, imag: torch.Tensor, width: int) -> torch.Ten
     a full inverse DFT over the height to Z, then x_mn = (1 / hw) sum_v w_v Re(Z_mv e^{2 pi i v n / w}),
     w_v = 1 on the self-conjugate columns (whose imaginary part, as in `irfft2`, is ignored), else 2."""
     c, h, nv = (int(n) for n in real.shape[1:])
-    cos_w, sin_w = dft_cos_sin(width, nv, real.device)
-    v = np.arange(nv)
-    weight = np.where((v == 0) | (2 * v == width), 1.0, 2.0) / (h * width)
-    scale = torch.from_numpy(weight).to(device=real.device, dtype=torch.float32).unsqueeze(1)
+    width, cpu = int(width), torch.device("cpu")
     y = torch.stack([real.transpose(2, 3), imag.transpose(2, 3)], dim=3).reshape(-1, c, nv, 2 * h)
-    z = (y @ height_dft(h, True, real.device)).reshape(-1, c, nv, 2, h)
-    z = z.permute(0, 1, 4, 3, 2).reshape(-1, c, h, 2 * nv)  # [B, c, h, re | im]
-    return z @ torch.cat([scale * cos_w.t(), -scale * sin_w.t()], 0)
+    z = (y @ device_constant(("height_dft", h, True), lambda: height_dft(h, True, cpu), real.device))
+    z = z.reshape(-1, c, nv, 2, h).permute(0, 1, 4, 3, 2).reshape(-1, c, h, 2 * nv)  # [B, c, h, re | im]
+    return z @ device_constant(("width_irfft", width, nv, h), lambda: width_irfft_matrix(width, nv, h), real.device)
 
 
 class SpatialFrequencyInteraction(nn.Module):
@@ -454,6 +472,12 @@ def label_grouping(cfg: Config) -> str | None:
     """The amdnet5 grouping of the parsing labels; None in the stripes ablation (no supervision)."""
     o = Options(**cfg.method)
     return o.grouping if o.uses_parsing else None
+
+
+def uses_labels(cfg: Config) -> bool:
+    """L_CE,part_a needs the part labels: with parsing attention and a non-zero part_loss_weight."""
+    o = Options(**cfg.method)
+    return o.uses_parsing and o.part_loss_weight > 0
 
 
 def distance(qf: dict, gf: dict, cfg: Config) -> torch.Tensor:

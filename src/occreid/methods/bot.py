@@ -69,6 +69,11 @@ def build_loss(cfg: Config, num_classes: int, model: BoT) -> BoTLoss:
     return BoTLoss(cfg, num_classes, model)
 
 
+def uses_labels(cfg: Config) -> bool:
+    """BoT trains without part labels: the dataset opens no label file."""
+    return False
+
+
 def distance(qf: dict, gf: dict, cfg: Config) -> torch.Tensor:
     """Euclidean (or cosine) distance between L2-normalised test features (BN feature by default)."""
     from occreid.evaluation import global_distance

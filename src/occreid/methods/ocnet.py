@@ -281,6 +281,11 @@ def label_grouping(cfg: Config) -> None:
     return None
 
 
+def uses_labels(cfg: Config) -> bool:
+    """No part labels: the dataset opens no label file."""
+    return False
+
+
 def distance(qf: dict, gf: dict, cfg: Config) -> torch.Tensor:
     """Eq. 4: D = d(F_final^q, F_final^g) + alpha d(F_BB^q, F_BB^g), each an (L2-normalised by default)
     Euclidean distance, or cosine with eval.distance=cosine."""

@@ -256,6 +256,12 @@ def label_grouping(cfg: Config) -> str | None:
     return o.grouping if o.part_attention == "pixel_predictor" else None
 
 
+def uses_labels(cfg: Config) -> bool:
+    """L_part needs the part labels: with the pixel predictor and a non-zero part_loss_weight."""
+    o = Options(**cfg.method)
+    return o.part_attention == "pixel_predictor" and o.part_loss_weight > 0
+
+
 def distance(qf: dict, gf: dict, cfg: Config) -> torch.Tensor:
     """Mean of the distances (eval.distance, L2-normalised features) over the test embeddings visible in
     both images (binary, Eq. 5 with mu) or weighted by sqrt(v_q v_g) (continuous). The foreground feature

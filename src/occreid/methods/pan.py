@@ -239,6 +239,11 @@ def label_grouping(cfg: Config) -> None:
     return None
 
 
+def uses_labels(cfg: Config) -> bool:
+    """No part labels: the dataset opens no label file."""
+    return False
+
+
 def distance(qf: dict, gf: dict, cfg: Config) -> torch.Tensor:
     """Euclidean (or cosine) distance between L2-normalised f_cat (or the global / concatenated locals)."""
     from occreid.evaluation import global_distance

@@ -75,6 +75,11 @@ def build_loss(cfg: Config, num_classes: int, model: PCB) -> PCBLoss:
     return PCBLoss(cfg, num_classes, model)
 
 
+def uses_labels(cfg: Config) -> bool:
+    """PCB trains without part labels: the dataset opens no label file."""
+    return False
+
+
 def distance(qf: dict, gf: dict, cfg: Config) -> torch.Tensor:
     from occreid.evaluation import global_distance
 

@@ -18,9 +18,11 @@ from occreid.config import Config
 from occreid.errors import ConfigError
 from occreid.labels.format import part_names
 from occreid.losses import cross_entropy_ls, downsample_label, pixel_bce, soft_downsample
+from occreid.losses.classification import cross_entropy_ls_rows
 from occreid.losses.global_batch import global_batch_triplet
 from occreid.methods.building import make_backbone
 from occreid.models.backbones.base import Backbone
+from occreid.models.device_constants import device_constant
 from occreid.models.heads import Classifier, EmbeddingHead
 from occreid.models.output import ModelOutput
 from occreid.models.part_attention import PartAttention, WholeBodyAttention
@@ -202,7 +204,10 @@ class SGSFA(nn.Module):
             none = torch.zeros(b, dtype=torch.long, device=fmap.device)
             bounds = band_bounds(none, none.bool(), h, 0, [1 / 3, 1 / 3, 1 / 3])
         bands = band_rows(bounds, h)  # [B, 3, h]
-        regions = torch.einsum("rk,bkh->brh", bands.new_tensor(REGION_BANDS), bands)
+        region_bands = device_constant(
+            "sgsfa_region_bands", lambda: torch.tensor(REGION_BANDS), bands.device, bands.dtype
+        )  # [5 regions, 3 bands], copied to a GPU once
+        regions = torch.einsum("rk,bkh->brh", region_bands, bands)
         region_maps = regions.unsqueeze(3).expand(b, len(FR), h, w)
         sfa = self.sfa_embed(part_pool(fmap, region_maps, norm="mass", eps=POOL_EPS))  # [B, 5, d]
         if whole_logits is not None:  # Eq. 4 over each band of the whole-body mask (decision)
@@ -275,10 +280,11 @@ class SGSFALoss(nn.Module):
             scores = torch.rand(cand.shape, device=cand.device).masked_fill(~cand, -1.0)
             pick = scores.argmax(dim=1)
             cand = F.one_hot(pick, len(FR)).bool() & cand
-        if not cand.any():
-            return logits.sum() * 0.0
-        rows, cols = cand.nonzero(as_tuple=True)
-        return cross_entropy_ls(logits[rows, cols], pids[rows], o.ce_epsilon)
+        # the mean over the chosen (image, region) pairs, 0 when none is chosen; a weighted sum over all
+        # pairs rather than a selection, which would make the host wait for the GPU every iteration
+        per_pair = cross_entropy_ls_rows(logits.flatten(0, 1), pids.repeat_interleave(len(FR)), o.ce_epsilon)
+        chosen = cand.flatten()
+        return torch.where(chosen, per_pair, torch.zeros_like(per_pair)).sum() / chosen.sum().clamp(min=1)
 
     def forward(self, out: ModelOutput, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         o = self.opts
@@ -309,6 +315,11 @@ def build_loss(cfg: Config, num_classes: int, model: SGSFA) -> SGSFALoss:
 def label_grouping(cfg: Config) -> str | None:
     """Head, upper body, lower body, shoes (the whole-body mask is their union)."""
     return GROUPING
+
+
+def uses_labels(cfg: Config) -> bool:
+    """L_se (Eq. 8-9) is supervised by the part labels."""
+    return True
 
 
 def distance(qf: dict, gf: dict, cfg: Config) -> torch.Tensor:

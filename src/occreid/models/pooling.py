@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from occreid.models.device_constants import device_constant
+
 PartNorm = Literal["hw", "mass", "abs_mass"]
 PART_NORMS: tuple[str, ...] = ("hw", "mass", "abs_mass")
 
@@ -58,11 +60,18 @@ def adaptive_average_matrix(size_in: int, size_out: int) -> torch.Tensor:
     return torch.from_numpy(inside / (end - start)[:, None])
 
 
+def averaging_matrix(size_in: int, size_out: int, like: torch.Tensor) -> torch.Tensor:
+    """`adaptive_average_matrix` on `like`'s device and in its dtype; copied to a GPU once per size, not
+    in every forward (each copy would make the host wait for the GPU)."""
+    n, m = int(size_in), int(size_out)
+    return device_constant(("adaptive_average", n, m), lambda: adaptive_average_matrix(n, m), like.device, like.dtype)
+
+
 def adaptive_avg_pool2d_fixed(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """`F.adaptive_avg_pool2d(x, size)` [B, C, H, W] -> [B, C, h, w] as two constant averaging matrices
     (the pooling windows are rectangles, so the 2-D mean factorises into a row and a column mean)."""
-    rows = adaptive_average_matrix(x.shape[2], size[0]).to(x.device, x.dtype)
-    cols = adaptive_average_matrix(x.shape[3], size[1]).to(x.device, x.dtype)
+    rows = averaging_matrix(x.shape[2], size[0], x)
+    cols = averaging_matrix(x.shape[3], size[1], x)
     return rows @ x @ cols.t()
 
 
@@ -76,7 +85,7 @@ def stripe_pool(x: torch.Tensor, n: int) -> torch.Tensor:
     h = int(x.shape[2])
     if n < 1 or n > h:
         raise ValueError(f"stripe_pool: need 1 <= n <= height ({h}), got n={n}")
-    rows = adaptive_average_matrix(h, n).to(x.device, x.dtype)
+    rows = averaging_matrix(h, n, x)
     return rows @ x.mean(dim=3).transpose(1, 2)  # [n, h] @ [B, h, C]
 
 

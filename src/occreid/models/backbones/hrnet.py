@@ -63,17 +63,28 @@ class HighResolutionModule(nn.Module):
         xs = [branch(x) for branch, x in zip(self.branches, xs)]
         fused = []
         for i, row in enumerate(self.fuse_layers):
-            size = xs[i].shape[-2:]
             total = xs[i]
             for j, layer in enumerate(row):
                 if j == i:
                     continue
                 y = layer(xs[j])
-                if j > i:
-                    y = F.interpolate(y, size=size, mode="nearest")
-                total = total + y
+                total = add_nearest_upsampled(total, y) if j > i else total + y
             fused.append(F.relu(total))
         return fused
+
+
+def add_nearest_upsampled(total: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """total + y upsampled (nearest) to total's size, as HRNet fuses a lower-resolution branch.
+
+    When total's size is a whole multiple f of y's (always, for inputs whose sides divide by 32), y is
+    added broadcast over f x f blocks: the same values as `F.interpolate(y, mode="nearest")` then `+`,
+    in one kernel and without writing the upsampled map to memory. Other sizes take that slower path."""
+    b, c, h, w = total.shape
+    yh, yw = y.shape[-2:]
+    if h % yh or w % yw:
+        return total + F.interpolate(y, size=(h, w), mode="nearest")
+    fh, fw = h // yh, w // yw
+    return (total.view(b, c, yh, fh, yw, fw) + y.view(b, c, yh, 1, yw, 1)).reshape(b, c, h, w)
 
 
 def _transition(previous: tuple[int, ...], current: tuple[int, ...]) -> nn.ModuleList:
