@@ -114,8 +114,8 @@ def test_reading_every_four_iterations_logs_and_trains_exactly_as_reading_each(t
     assert runs[4]["reads"] == [3, 1, 2, 2]  # at the log steps 3 and 6, and at the reads due at 4 and 8
 
 
-def test_a_stop_reads_the_pending_losses_before_it_saves(tiny_market, tmp_path, monkeypatch):
-    """An error in batch 3: losses 1-2 were not read yet; they are read, found good, and last.pt holds 2."""
+def break_an_image_in_batch_3(monkeypatch) -> None:
+    """The third image read in batch 3 (8 images a batch) raises DatasetError, as a corrupt file would."""
     from occreid.data import images
 
     real = images.read_image
@@ -128,6 +128,11 @@ def test_a_stop_reads_the_pending_losses_before_it_saves(tiny_market, tmp_path, 
         return real(path)
 
     monkeypatch.setattr(images, "read_image", fails_in_batch_3)
+
+
+def test_a_stop_reads_the_pending_losses_before_it_saves(tiny_market, tmp_path, monkeypatch):
+    """An error in batch 3: losses 1-2 were not read yet; they are read, found good, and last.pt holds 2."""
+    break_an_image_in_batch_3(monkeypatch)
     t = trainer(tiny_market, tmp_path / "run")
     with pytest.raises(DatasetError, match=r"The run stopped: last\.pt holds iteration 2, written at the stop"):
         t.fit()
@@ -135,18 +140,7 @@ def test_a_stop_reads_the_pending_losses_before_it_saves(tiny_market, tmp_path, 
 
 
 def test_a_bad_loss_found_only_at_a_stop_is_told_and_nothing_is_saved(tiny_market, tmp_path, monkeypatch):
-    from occreid.data import images
-
-    real = images.read_image
-    calls = {"n": 0}
-
-    def fails_in_batch_3(path):
-        calls["n"] += 1
-        if calls["n"] == 2 * 8 + 3:
-            raise DatasetError(f"{path}: cannot read image (broken data stream)")
-        return real(path)
-
-    monkeypatch.setattr(images, "read_image", fails_in_batch_3)
+    break_an_image_in_batch_3(monkeypatch)
     t = trainer(tiny_market, tmp_path / "run")
     poison_loss(t, monkeypatch, at_call=2, factor=float("nan"))
     with pytest.raises(DatasetError, match=r"The run stopped: loss became nan at iteration 2 \(.*\), read at the "
