@@ -244,3 +244,32 @@ def test_soft_downsample_is_block_fractions() -> None:
     # hand-worked: a 2x2 block with one head pixel -> head fraction 1/4
     one = torch.tensor([[[1, 0], [0, 0]]])
     assert soft_downsample(one, 2, (1, 1))[0, :, 0, 0].tolist() == [0.75, 0.25]
+
+
+def test_area_part_targets_against_a_loop() -> None:
+    """parsing_cross_entropy(targets="area"): per cell, -sum_c ((1 - eps) frac_c + eps / C) log p_c, with
+    frac_c the share of the cell's label pixels of class c; mean over cells of the valid images only."""
+    from occreid.losses.maps import parsing_cross_entropy
+
+    gen = torch.Generator().manual_seed(0)
+    label = torch.randint(0, 4, (3, 8, 6), generator=gen).to(torch.uint8)
+    logits = torch.randn(3, 4, 2, 3, generator=gen)
+    valid = torch.tensor([True, False, True])
+    eps = 0.1
+    got = parsing_cross_entropy(logits, {"label": label, "has_label": valid}, eps, targets="area")
+    logp = torch.log_softmax(logits.double(), dim=1)
+    cells = []
+    for b in (0, 2):
+        for i in range(2):
+            for j in range(3):
+                block = label[b, 4 * i : 4 * i + 4, 2 * j : 2 * j + 2].reshape(-1).long()
+                frac = torch.bincount(block, minlength=4).double() / block.numel()
+                cells.append(-(((1 - eps) * frac + eps / 4) * logp[b, :, i, j]).sum())
+    assert got.item() == pytest.approx(torch.stack(cells).mean().item(), rel=1e-6)
+    # uniform cells: the soft target is the hard one, so both readings agree
+    flat = label[:, ::4, ::2].repeat_interleave(4, 1).repeat_interleave(2, 2)
+    hard = parsing_cross_entropy(logits, {"label": flat, "has_label": valid}, eps)
+    soft = parsing_cross_entropy(logits, {"label": flat, "has_label": valid}, eps, targets="area")
+    assert soft.item() == pytest.approx(hard.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="background"):
+        parsing_cross_entropy(logits, {"label": label}, eps, background=False, targets="area")

@@ -53,12 +53,27 @@ def pixel_cross_entropy(
 
 
 def parsing_cross_entropy(
-    logits: torch.Tensor, batch: dict, epsilon: float = 0.1, background: bool = True
+    logits: torch.Tensor, batch: dict, epsilon: float = 0.1, background: bool = True, targets: str = "nearest"
 ) -> torch.Tensor:
     """`pixel_cross_entropy` of part-attention logits [B, K(+1), h, w] against the batch's parsing label
-    ([B, H, W], `downsample_label`-ed to the map), over the images whose batch["has_label"] is True."""
-    target = downsample_label(batch["label"], tuple(logits.shape[-2:]))
-    return pixel_cross_entropy(logits, target, epsilon, valid=batch.get("has_label"), background=background)
+    ([B, H, W]) brought to the map, over the images whose batch["has_label"] is True.
+
+    `targets="nearest"`: one label pixel per map cell (`downsample_label`; a 16x16 cell keeps its centre
+    pixel, so thin parts such as arms often vanish). `targets="area"`: each cell's target is the fraction
+    of its pixels per class (`soft_downsample`), smoothed as the hard target: (1 - eps) frac + eps / (K+1);
+    it needs the background channel.
+    """
+    if targets == "nearest":
+        target = downsample_label(batch["label"], tuple(logits.shape[-2:]))
+        return pixel_cross_entropy(logits, target, epsilon, valid=batch.get("has_label"), background=background)
+    if targets != "area":
+        raise ValueError(f"targets={targets!r}: expected 'nearest' or 'area'")
+    if not background:
+        raise ValueError("targets='area' needs the background channel (background=True)")
+    soft = soft_downsample(batch["label"], logits.shape[1], tuple(logits.shape[-2:])).to(logits.device)
+    log_probs = F.log_softmax(upcast(logits), dim=1)
+    target = (1.0 - epsilon) * soft + epsilon / logits.shape[1]
+    return _masked_mean(-(target * log_probs).sum(dim=1), batch.get("has_label"))
 
 
 def pixel_bce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:

@@ -49,6 +49,9 @@ class Options:
     part_attention: Literal["parsing", "stripes"] = "parsing"
     background: bool = True  # decision: a background channel (K+1 softmax); False = Eq. 1's K-way softmax
     part_loss_epsilon: float = 0.15  # sigma of Eq. 2, spread over the softmax channels
+    # Eq. 2's target at the map's resolution: one label pixel per cell ("nearest") or the fraction of the
+    # cell's pixels per part ("area", soft; needs the background channel)
+    part_targets: Literal["nearest", "area"] = "nearest"
     part_loss_weight: float = 1.0  # weight of L_CE,part_a in Eq. 14
     visibility_threshold: float = 0.4  # gamma: part visible iff max_hw p_k > gamma
     # SIM (Eq. 3-4). Table 2 "w/o SIM": sim = false.
@@ -92,6 +95,9 @@ class Options:
             )
         if not 0.0 <= self.sim_alpha <= 1.0:
             raise ConfigError(f"method.sim_alpha must be in [0, 1], got {self.sim_alpha}")
+        if self.part_targets == "area" and not self.background:
+            raise ConfigError("method.part_targets=area needs method.background=true (the soft target gives "
+                              "each cell's background fraction its own channel)")
         if self.sim_dft not in SIM_DFTS:
             raise ConfigError(f"method.sim_dft: unknown {self.sim_dft!r}; choose one of {list(SIM_DFTS)}")
         if (
@@ -454,7 +460,8 @@ class AMDNetLoss(nn.Module):
         total = terms["id"] + part_term
         if "part_logits" in out.maps and o.part_loss_weight > 0:
             terms["part_attention"] = parsing_cross_entropy(
-                out.maps["part_logits"], batch, o.part_loss_epsilon, background=o.background
+                out.maps["part_logits"], batch, o.part_loss_epsilon, background=o.background,
+                targets=o.part_targets,
             )
             total = total + o.part_loss_weight * terms["part_attention"]
         return total, {k: v.detach() for k, v in terms.items()}

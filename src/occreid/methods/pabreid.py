@@ -55,6 +55,9 @@ class Options:
     predictor_output: Literal["conv1x1", "eq2"] = "conv1x1"
     part_loss_weight: float = 0.35  # gamma_part (Eq. 13; Fig. 6 grid 0.15 / 0.35 / 0.55)
     part_loss_epsilon: float = 0.1  # label smoothing of Eq. 3-4, spread over the X + 1 channels
+    # Eq. 3-4's target at the map's resolution: one label pixel per cell ("nearest") or the fraction of
+    # the cell's pixels per part ("area", soft)
+    part_targets: Literal["nearest", "area"] = "nearest"
     visibility_threshold: float = 0.5  # mu (Eq. 5; Fig. 6 grid 0.3 / 0.5 / 0.7); used at test only
     focuser: bool = True  # Table III row 2 ("w/o fine-grained feature focuser"): False = pool B directly
     focuser_channels: int | None = None  # width of K1 = Conv(B) (Eq. 7); None = the backbone's width
@@ -237,7 +240,8 @@ class PABReIDLoss(nn.Module):
         first, *rest = terms.values()  # Options guarantees at least one ReID term
         total = sum(rest, first)
         if "part_logits" in out.maps and o.part_loss_weight > 0:
-            terms["part"] = parsing_cross_entropy(out.maps["part_logits"], batch, o.part_loss_epsilon)
+            terms["part"] = parsing_cross_entropy(out.maps["part_logits"], batch, o.part_loss_epsilon,
+                                                  targets=o.part_targets)
             total = total + o.part_loss_weight * terms["part"]
         return total, {k: v.detach() for k, v in terms.items()}
 
