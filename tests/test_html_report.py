@@ -178,3 +178,23 @@ def test_occreid_eval_writes_a_report_that_renders(tiny_market, tmp_path):
     assert len(data["parts"]) == len(data["q"]["pv"][0])
     result = _selftest(folder / "report.html", tmp_path)
     assert result["errors"] == [] and result["total"] == result["rows_first_page"] == metrics["num_query"]
+
+
+def test_group_tables_show_the_busiest_camera_pairs_and_fold_the_rest():
+    from occreid.evaluation.by_group import by_occlusion
+    from occreid.evaluation.html_report import CAMERA_PAIRS_SHOWN, groups_html
+
+    pairs = [{"group": f"{a}->{a + 1}", "num_query": n, "num_valid": n, "rank1": 0.5, "mAP": 0.25}
+             for a, n in enumerate([3, 40, 1, 7, 22, 9, 15, 2, 8, 30, 11, 4, 6, 5, 12])]
+    occ = by_occlusion([0.5, 1.0], [0, 0], [1.0, 0.3], "part_labels")
+    page = groups_html({"by_occlusion": occ, "by_camera_pair": pairs})
+    top, fold = page.split("<details>")
+    top = top.split("By camera pair")[1]
+    shown = re.findall(r"<tr><td>(\d+-&gt;\d+)</td><td>(\d+)</td>", top)
+    assert len(shown) == CAMERA_PAIRS_SHOWN == 10
+    assert [int(n) for _, n in shown] == sorted((p["num_query"] for p in pairs), reverse=True)[:10]
+    assert len(re.findall(r"<tr><td>\d+-&gt;\d+</td>", fold)) == 15 and "all 15 pairs" in fold
+    assert "no label" not in page  # an empty unknown group is not listed
+    occ_nan = by_occlusion([0.5, 1.0], [0, 0], [np.nan, 0.3], "part_labels")
+    assert "<tr><td>no label</td><td>1</td>" in groups_html({"by_occlusion": occ_nan, "by_camera_pair": pairs[:3]})
+    assert "<details>" not in groups_html({"by_occlusion": occ, "by_camera_pair": pairs[:3]})

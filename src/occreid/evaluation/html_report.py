@@ -16,7 +16,7 @@ import numpy as np
 
 from occreid.data.records import Record
 from occreid.errors import ConfigError
-from occreid.evaluation.by_group import OCCLUSION_LABELS, occlusion_group
+from occreid.evaluation.by_group import OCCLUSION_LABELS, UNKNOWN_GROUP, occlusion_group
 from occreid.evaluation.html_report_page import PAGE
 from occreid.evaluation.pictures import jpeg_thumbnail_uris
 from occreid.evaluation.query_breakdown import QueryBreakdown
@@ -66,24 +66,34 @@ def cmc_svg(cmc: Any, width: int = 360, height: int = 220) -> str:
             f'<text x="{left - 12}" y="{height - 8}" text-anchor="end" font-size="10">rank</text></svg>')
 
 
+#: Camera pairs listed before the "all pairs" fold (the busiest, by number of queries).
+CAMERA_PAIRS_SHOWN = 10
+
+
 def groups_html(groups: dict[str, Any]) -> str:
-    """The two group tables: by occlusion level and by camera pair."""
-    def table(title: str, head: str, rows: list[dict[str, Any]]) -> str:
+    """The two group tables: by occlusion level and by camera pair (the busiest pairs, all in a fold)."""
+    def table(head: str, rows: list[dict[str, Any]]) -> str:
         body = "".join(
             f"<tr><td>{html.escape(str(g['group']))}</td><td>{g['num_query']}</td>"
             f"<td>{_percent(g['rank1'])}</td><td>{_percent(g['mAP'])}</td></tr>" for g in rows
         )
-        return (f'<div><h2>{title}</h2><table class="grp"><tr><th>{head}</th><th>queries</th>'
-                f"<th>R1 %</th><th>mAP %</th></tr>{body}</table></div>")
+        return (f'<table class="grp"><tr><th>{head}</th><th>queries</th>'
+                f"<th>R1 %</th><th>mAP %</th></tr>{body}</table>")
 
     parts = []
     occ = groups.get("by_occlusion")
     if occ:
-        parts.append(table(f"By occlusion level <small>(visible fraction from {html.escape(occ['source'])})</small>",
-                           "visible", occ["groups"]))
-    if groups.get("by_camera_pair"):
-        parts.append(table("By camera pair <small>(query &rarr; first true match)</small>", "cameras",
-                           groups["by_camera_pair"]))
+        rows = [g for i, g in enumerate(occ["groups"]) if i != UNKNOWN_GROUP or g["num_query"]]
+        parts.append(f"<div><h2>By occlusion level <small>(visible fraction from {html.escape(occ['source'])})"
+                     f"</small></h2>{table('visible', rows)}</div>")
+    pairs = groups.get("by_camera_pair") or []
+    if pairs:
+        busiest = sorted(pairs, key=lambda g: -g["num_query"])[:CAMERA_PAIRS_SHOWN]
+        fold = (f"<details><summary>all {len(pairs)} pairs</summary>{table('cameras', pairs)}</details>"
+                if len(pairs) > len(busiest) else "")
+        shown = "" if fold == "" else f" the {len(busiest)} with most queries;"
+        parts.append(f"<div><h2>By camera pair <small>(query &rarr; first true match;{shown} "
+                     f"{len(pairs)} pairs)</small></h2>{table('cameras', busiest)}{fold}</div>")
     return '<div class="top">' + "".join(parts) + "</div>"
 
 
