@@ -103,3 +103,22 @@ def test_find_report_in_a_run_folder(tmp_path):
     with pytest.raises(ConfigError, match="--dataset"):
         find_report(tmp_path / "run")
     assert find_report(tmp_path / "run", "occluded_duke") == tmp_path / "run" / "eval" / "occluded_duke"
+
+
+def test_a_report_without_camera_pairs_shows_unknown_counts(tmp_path):
+    """A report written before camera pairs existed: its counts are unknown ("-", None), not 0, and the
+    markdown says which folder to re-evaluate."""
+    from occreid.evaluation.comparison import comparison_markdown
+
+    query, gallery = _records(tmp_path)
+    _run(tmp_path / "a", query, gallery, 1, "bot")
+    _run(tmp_path / "b", query, gallery, 2, "pcb")
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    del metrics["by_camera_pair"]
+    (tmp_path / "b" / "metrics.json").write_text(json.dumps(metrics))
+    c = compare_runs(tmp_path / "a", tmp_path / "b")
+    assert c["without_camera_pairs"] == [str(tmp_path / "b")]
+    assert c["by_camera_pair"] and all(p["num_query_b"] is None and p["num_query_a"] > 0 for p in c["by_camera_pair"])
+    md = comparison_markdown(c)
+    assert f"`{tmp_path / 'b'}` was written before reports had camera pairs" in md
+    assert all(line.split("|")[3].strip() == "-" for line in md.splitlines() if line.startswith("| 0->"))

@@ -90,8 +90,11 @@ def compare_runs(folder_a: str | Path, folder_b: str | Path, dataset: str | None
                       "rank1_b": y["rank1"], "mAP_a": x["mAP"], "mAP_b": y["mAP"]} for x, y in zip(ga, gb)]
     pairs_a = {p["group"]: p for p in a["metrics"].get("by_camera_pair", [])}
     pairs_b = {p["group"]: p for p in b["metrics"].get("by_camera_pair", [])}
-    cameras = [{"group": k, "num_query_a": pairs_a.get(k, {}).get("num_query", 0),
-                "num_query_b": pairs_b.get(k, {}).get("num_query", 0),
+    # a report written before camera pairs existed has none: its counts are unknown (None), not 0
+    count_a = 0 if "by_camera_pair" in a["metrics"] else None
+    count_b = 0 if "by_camera_pair" in b["metrics"] else None
+    cameras = [{"group": k, "num_query_a": pairs_a.get(k, {}).get("num_query", count_a),
+                "num_query_b": pairs_b.get(k, {}).get("num_query", count_b),
                 "rank1_a": pairs_a.get(k, {}).get("rank1"), "rank1_b": pairs_b.get(k, {}).get("rank1"),
                 "mAP_a": pairs_a.get(k, {}).get("mAP"), "mAP_b": pairs_b.get(k, {}).get("mAP")}
                for k in sorted({*pairs_a, *pairs_b})]
@@ -112,6 +115,7 @@ def compare_runs(folder_a: str | Path, folder_b: str | Path, dataset: str | None
         "headline": headline,
         "by_occlusion": {"source": source, "grouped_by": owner, "groups": occlusion},
         "by_camera_pair": cameras,
+        "without_camera_pairs": [r["folder"] for r in (a, b) if "by_camera_pair" not in r["metrics"]],
         "fixed_by_b": listing(valid & ~hit_a & hit_b),
         "broken_by_b": listing(valid & hit_a & ~hit_b),
         "num_both_hit": int((valid & hit_a & hit_b).sum()),
@@ -125,6 +129,10 @@ def _num(x: float) -> float | None:
 
 def _pct(x: Any) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else str(n)
 
 
 def _delta(a: Any, b: Any) -> str:
@@ -147,9 +155,12 @@ def comparison_markdown(c: dict[str, Any]) -> str:
                   f"{_delta(g['rank1_a'], g['rank1_b'])} | {_pct(g['mAP_a'])} | {_pct(g['mAP_b'])} | "
                   f"{_delta(g['mAP_a'], g['mAP_b'])} |" for g in occ["groups"]]
     if c["by_camera_pair"]:
-        lines += ["", "## By camera pair", "", "Query camera -> camera of each run's own first true match.", "",
+        lines += ["", "## By camera pair", "", "Query camera -> camera of each run's own first true match."]
+        lines += [f"`{f}` was written before reports had camera pairs: its columns show `-`; re-run "
+                  "`occreid eval` on it to fill them." for f in c.get("without_camera_pairs", [])]
+        lines += ["",
                   "| cameras | queries A | queries B | R1 A | R1 B | mAP A | mAP B |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {g['group']} | {g['num_query_a']} | {g['num_query_b']} | {_pct(g['rank1_a'])} | "
+        lines += [f"| {g['group']} | {_count(g['num_query_a'])} | {_count(g['num_query_b'])} | {_pct(g['rank1_a'])} | "
                   f"{_pct(g['rank1_b'])} | {_pct(g['mAP_a'])} | {_pct(g['mAP_b'])} |" for g in c["by_camera_pair"]]
     lines += ["", "## Per query (rank-1)", "",
               f"RUN_B fixes {len(c['fixed_by_b'])} queries and breaks {len(c['broken_by_b'])}; both hit "
