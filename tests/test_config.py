@@ -71,3 +71,33 @@ def test_every_shipped_config_validates(path):
     cfg = load_config(path)
     assert cfg.model.name
     assert cfg.data.dataset
+
+
+def test_hash_ignores_keys_at_their_default_so_new_schema_keys_keep_old_hashes(tmp_path):
+    cfg = load_config(CONFIGS / "bot" / "occluded_duke.yaml")
+    save_config(cfg, tmp_path / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del saved["data"]["decode_cache"], saved["train"]["sync_every"]  # as a config saved before these keys
+    del saved["method"]["center_lr"]  # a method option added later, likewise
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(saved))
+    assert config_hash(load_config(tmp_path / "old.yaml")) == config_hash(cfg)
+    # a default written out explicitly is the same config; a non-default value is not
+    assert config_hash(load_config(None, ["data.decode_cache=auto"])) == config_hash(load_config(None))
+    assert config_hash(load_config(None, ["data.decode_cache=false"])) != config_hash(load_config(None))
+    assert config_hash(load_config(None, ["method.center_weight=0"])) != config_hash(load_config(None))
+
+
+def test_feature_settings_diff_names_only_feature_keys():
+    from occreid.config import feature_settings_diff
+
+    a = to_dict(load_config(None, ["model.name=pcb", "method.stripes=6"]))
+    b = to_dict(load_config(None, ["model.name=pcb", "method.stripes=6", "data.workers=0", "run.out=x",
+                                   "train.lr=1", "model.pretrained_path=imagenet", "data.root=/elsewhere"]))
+    assert feature_settings_diff(a, b) == []
+    c = to_dict(load_config(None, ["model.name=pcb", "method.stripes=4", "data.height=192", "eval.flip=true"]))
+    assert feature_settings_diff(a, c) == ["data.height: 256 vs 192", "method.stripes: 6 vs 4",
+                                           "eval.flip: False vs True"]
+    older = dict(a, method={"stripes": 6})  # saved before the other options existed: their defaults count
+    assert feature_settings_diff(a, older) == []
+    assert feature_settings_diff(dict(a, method={"stripes": 6, "dropout": 0.3}), older) == [
+        "method.dropout: 0.3 vs 0.5"]

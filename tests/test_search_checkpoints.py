@@ -133,3 +133,32 @@ def test_written_identity_keeps_sha_and_config_hash(tmp_path):
     manifest = json.loads((tmp_path / "f" / "manifest.json").read_text())
     assert manifest["identity"]["checkpoint_sha256"] == "ab12" and manifest["identity"]["config_hash"]
     assert torch.is_tensor(read_features(tmp_path / "f").tensors()["bnneck"])
+
+
+def test_same_checkpoint_other_settings_accepted_unless_they_change_features(tmp_path):
+    """One checkpoint file, queries extracted later: a key added to the schema since, other workers or
+    paths do not matter; another input size does, and the message names it (not the checkpoint twice)."""
+    from tests.test_search import bot_identity
+
+    gallery = clustered(6, 4, 8, cams=2, seed=0)
+    gallery.identity.update(bot_identity(), checkpoint="/runs/a/last.pt", checkpoint_sha256="aaaa")
+    old_config = gallery.identity["config"]
+    del old_config["data"]["decode_cache"], old_config["method"]["center_lr"]  # saved before these keys
+    gallery.identity["config_hash"] = "old0hash0000"  # as the hash of the time recorded it
+    write_features(gallery, tmp_path / "g.feats")
+    idx = GalleryIndex.build(tmp_path / "g.feats", tmp_path / "ix")
+
+    now = dict(bot_identity(**{"data.workers": 0, "data.root": "/elsewhere"}),
+               checkpoint="/runs/a/last.pt", checkpoint_sha256="aaaa")
+    assert now["config_hash"] != gallery.identity["config_hash"]
+    assert idx.search(FeatureSet(gallery.arrays, gallery.paths, now), topk=3).indices.shape == (24, 3)
+
+    resized = dict(bot_identity(**{"data.height": 192}), checkpoint="/runs/a/last.pt", checkpoint_sha256="aaaa")
+    with pytest.raises(ConfigError) as err:
+        idx.search(FeatureSet(gallery.arrays, gallery.paths, resized))
+    msg = str(err.value)
+    assert "same checkpoint" in msg and "data.height: 192 vs 256" in msg and "last.pt" in msg
+    # another checkpoint file with the very same settings is still refused
+    other = dict(now, checkpoint_sha256="bbbb")
+    with pytest.raises(ConfigError, match="--allow-other-checkpoint"):
+        idx.search(FeatureSet(gallery.arrays, gallery.paths, other))

@@ -104,7 +104,71 @@ def save_config(cfg: Config, path: str | Path) -> None:
     tmp.replace(path)
 
 
+_MISSING = object()
+
+
+def _changed(values: dict, defaults: dict) -> dict:
+    """The entries of `values` that differ from `defaults` (nested sections compared key by key)."""
+    out = {}
+    for k, v in values.items():
+        d = defaults.get(k, _MISSING)
+        if isinstance(v, dict) and isinstance(d, dict) and v and d:
+            sub = _changed(v, d)
+            if sub:
+                out[k] = sub
+        elif v != d:
+            out[k] = v
+    return out
+
+
 def config_hash(cfg: Config) -> str:
-    """Short stable hash of the resolved config (reports cite it)."""
-    blob = json.dumps(to_dict(cfg), sort_keys=True, default=str).encode()
+    """Short stable hash of the settings that differ from the defaults (reports and features cite it).
+    Settings at their default are left out, so a key added to the schema later (with a default) does
+    not change the hash of a config saved before it existed."""
+    from occreid.methods import validate_method_options
+
+    defaults = to_dict(Config())
+    defaults["method"] = validate_method_options(cfg.model.name, {})  # the method's Options defaults
+    blob = json.dumps(_changed(to_dict(cfg), defaults), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# The settings that decide what a checkpoint's features are (input size and normalisation, the
+# architecture, the method's options, flip at test; not model.pretrained_path: the checkpoint's weights
+# replace the initial ones). Two extractions with one checkpoint file that agree on these give
+# the same features, whatever their other settings (paths, workers, batch sizes, training recipe).
+FEATURE_KEYS = ("data.height", "data.width", "data.mean", "data.std", "model.name", "model.backbone",
+                "model.last_stride", "model.backbone_options", "method", "eval.flip")
+
+
+def feature_settings_diff(a: dict, b: dict) -> list[str]:
+    """Dotted feature-relevant keys (`FEATURE_KEYS`) whose values differ between two config dicts (as
+    stored with features), as 'key: A vs B'. Each side is first completed with today's defaults, so a
+    key that one side predates is compared at its default."""
+    a, b = _completed(a), _completed(b)
+
+    def flat(d: Any, prefix: str) -> dict[str, Any]:
+        if d is None or d == {}:
+            return {}
+        if isinstance(d, dict):
+            return {k2: v2 for k, v in d.items() for k2, v2 in flat(v, f"{prefix}.{k}").items()}
+        return {prefix: d}
+
+    out = []
+    for key in FEATURE_KEYS:
+        section, _, name = key.partition(".")
+        va, vb = (d.get(section, {}) if isinstance(d.get(section), dict) else {} for d in (a, b))
+        fa = flat(va.get(name), key) if name else flat(va, key)
+        fb = flat(vb.get(name), key) if name else flat(vb, key)
+        for k in sorted(set(fa) | set(fb)):
+            if fa.get(k) != fb.get(k):
+                out.append(f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}")
+    return out
+
+
+def _completed(data: dict) -> dict:
+    """`data` validated and completed with the defaults; as given if it no longer validates."""
+    try:
+        return to_dict(from_dict_config(copy.deepcopy(data)))
+    except ConfigError:
+        return data

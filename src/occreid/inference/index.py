@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from occreid.config import Config, from_dict_config
+from occreid.config import Config, feature_settings_diff, from_dict_config
 from occreid.errors import ConfigError, DatasetError
 from occreid.inference.features_file import FeatureSet, read_features
 
@@ -310,8 +310,9 @@ class GalleryIndex:
     def check_queries(self, queries: FeatureSet, allow_other_checkpoint: bool = False,
                       source: str | None = None) -> None:
         """Refuse queries from another model: another method or array layout always (the distance cannot
-        compare them), another checkpoint file content or config unless `allow_other_checkpoint`.
-        `source` names where the queries came from in the message."""
+        compare them), another checkpoint file content unless `allow_other_checkpoint`. With the same
+        checkpoint file, only settings that change features (`FEATURE_KEYS`) count, and the message names
+        them. `source` names where the queries came from in the message."""
         ours, theirs = self.meta["identity"], queries.identity
         where = f"query features{f' ({source})' if source else ''}"
         if theirs.get("method") != ours["method"]:
@@ -328,6 +329,18 @@ class GalleryIndex:
         keys = ("checkpoint_sha256", "config_hash")
         if allow_other_checkpoint or all(theirs.get(k) == ours.get(k) for k in keys):
             return
+        same_file = bool(theirs.get("checkpoint_sha256")) and \
+            theirs.get("checkpoint_sha256") == ours.get("checkpoint_sha256")  # '' or None: unknown
+        gallery_config = self.gallery.identity.get("config")  # index.json keeps the identity without it
+        if same_file and isinstance(theirs.get("config"), dict) and isinstance(gallery_config, dict):
+            differ = feature_settings_diff(theirs["config"], gallery_config)
+            if not differ:  # same weights, only settings that leave features unchanged differ
+                return
+            raise ConfigError(
+                f"{where} and the index {self.folder} come from the same checkpoint "
+                f"({_checkpoint_name(ours)}) with other settings that change the features: "
+                f"{'; '.join(differ)} (queries vs gallery). Extract the queries with the gallery's settings"
+            )
         raise ConfigError(
             f"{where} do not match the index {self.folder}: the queries were extracted with "
             f"{_checkpoint_name(theirs)}, the gallery with {_checkpoint_name(ours)}, and distances between two "
