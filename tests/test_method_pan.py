@@ -194,6 +194,29 @@ def test_table2_separate_fc_uses_one_weight_per_part(local_bn):
         assert torch.allclose(out.parts[:, i], expected, atol=1e-4)
 
 
+def test_shared_fc_with_per_part_bn_keeps_one_weight_and_normalises_each_part_alone():
+    """local_bn=per_part with the shared FC (issue #28, hypothesis 1): one weight for all parts, but each
+    part's channels get their own batch statistics, so no batch-common vector survives in any part."""
+    shared, per_part = small_model(), small_model(local_bn="per_part")
+    c, d = shared.backbone.out_channels, 256
+    assert per_part.local_fc.fc.weight.shape == (d, c)  # still one FC
+    assert per_part.local_fc.bn.num_features == 3 * d and shared.local_fc.bn.num_features == d
+    x = torch.randn(6, 3, 64, 32)
+    for model, per_part_zero in ((per_part, True), (shared, False)):
+        model.train()
+        with torch.no_grad():
+            out = model(x)
+        pooled = out.extras["pooled_locals"]
+        y = pooled @ model.local_fc.fc.weight.t()  # the shared FC, recomputed
+        if per_part_zero:
+            mean, var = y.mean(0, keepdim=True), y.var(0, unbiased=False, keepdim=True)  # per part
+        else:
+            mean, var = y.mean((0, 1), keepdim=True), y.var((0, 1), unbiased=False, keepdim=True)
+        assert torch.allclose(out.parts, (y - mean) / torch.sqrt(var + 1e-5), atol=1e-3)
+        part_means = out.parts.mean(0).abs().max().item()
+        assert (part_means < 1e-4) == per_part_zero, part_means
+
+
 # ---- Eq. 4: gamma ---------------------------------------------------------------------------------
 
 

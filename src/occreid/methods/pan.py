@@ -47,7 +47,8 @@ class Options:
     gamma: float | None = None  # Eq. 4: when set, n_l = gamma * N_g / p (Fig. 2)
     shared_local_fc: bool = True  # Table 2: one FC for all locals; false = one FC per part
     # BatchNorm after the local FC(s): "shared" = one BN of n_l channels pooled over the batch and the p
-    # parts (the shared FC's); "per_part" = p n_l channels (needs separate FCs). Table 2 changes only the FC.
+    # parts; "per_part" = p n_l channels, each part its own statistics (with the shared FC too: the
+    # weights stay shared, Table 2's row). Table 2 changes only the FC.
     local_bn: Literal["shared", "per_part"] = "shared"
     fc_bn: bool = True  # BatchNorm1d after each FC (decision)
     local_classifier: Literal["concat", "per_part"] = "concat"  # decision: one classifier on all locals
@@ -63,11 +64,6 @@ class Options:
             raise ConfigError(f"method.parts must be at least 1, got {self.parts}")
         if self.global_dim < 1 or self.local_dim < 1:
             raise ConfigError("method.global_dim and method.local_dim must be positive")
-        if self.local_bn == "per_part" and self.shared_local_fc:
-            raise ConfigError(
-                "method.local_bn=per_part needs method.shared_local_fc=false: the shared local FC is one "
-                "EmbeddingHead whose BatchNorm pools the p parts"
-            )
         if self.gamma is not None:
             n_l = self.gamma * self.global_dim / self.parts
             if self.gamma <= 0 or abs(n_l - round(n_l)) > 1e-6:
@@ -131,7 +127,7 @@ class PAN(nn.Module):
         n_l = o.resolved_local_dim
         self.global_fc = EmbeddingHead(c5, o.global_dim, bn=o.fc_bn)
         self.local_fc: nn.Module = (  # Table 2: one FC shared by all locals, or one per part
-            EmbeddingHead(c5, n_l, bn=o.fc_bn)
+            EmbeddingHead(c5, n_l, bn=o.fc_bn, bn_parts=o.parts if o.local_bn == "per_part" else None)
             if o.shared_local_fc
             else PartwiseLinear(o.parts, c5, n_l, bn=o.fc_bn, shared_bn=o.local_bn == "shared")
         )

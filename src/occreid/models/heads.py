@@ -66,19 +66,22 @@ class EmbeddingHead(nn.Module):
     """Projection in_dim -> out_dim with optional BN and ReLU, applied per vector.
 
     Accepts [B, C] (a linear layer), [B, P, C] (one shared layer over P parts, e.g. PAN's shared FC;
-    BN statistics pooled over B and P) or [B, C, h, w] (the same weights as a 1x1 convolution).
+    BN statistics pooled over B and P, or per part channel with `bn_parts` = P) or [B, C, h, w] (the same
+    weights as a 1x1 convolution).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, bn: bool = True, relu: bool = False) -> None:
+    def __init__(self, in_dim: int, out_dim: int, bn: bool = True, relu: bool = False,
+                 bn_parts: int | None = None) -> None:
         super().__init__()
         self.fc = nn.Linear(in_dim, out_dim, bias=not bn)
         nn.init.kaiming_normal_(self.fc.weight, a=0.0, mode="fan_out")
         if self.fc.bias is not None:
             nn.init.zeros_(self.fc.bias)
-        self.bn = nn.BatchNorm1d(out_dim) if bn else None
+        self.bn = nn.BatchNorm1d(out_dim * (bn_parts or 1)) if bn else None
         if self.bn is not None:
             _init_bn(self.bn)
         self.relu = relu
+        self.bn_parts = bn_parts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
@@ -87,7 +90,12 @@ class EmbeddingHead(nn.Module):
                 y = self.bn(y)
         elif x.dim() == 3:
             y = self.fc(x)
-            if self.bn is not None:
+            if self.bn is not None and self.bn_parts:
+                b, p, d = y.shape
+                if p != self.bn_parts:
+                    raise ValueError(f"EmbeddingHead has a BatchNorm for {self.bn_parts} parts, got {p}")
+                y = self.bn(y.reshape(b, p * d)).reshape(b, p, d)
+            elif self.bn is not None:
                 y = self.bn(y.transpose(1, 2)).transpose(1, 2)
         elif x.dim() == 4:
             y = F.conv2d(x, self.fc.weight[:, :, None, None], self.fc.bias)
