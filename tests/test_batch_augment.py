@@ -62,6 +62,7 @@ CASES = {
     "pad_crop": {"pad": 5},
     "erasing": {"erasing_prob": 0.7},
     "flip_pad_erasing": {"flip_prob": 0.5, "pad": 10, "erasing_prob": 0.5},
+    "flip_pad_erasing_labels": {"flip_prob": 0.5, "pad": 10, "erasing_prob": 0.7, "erase_labels": True},
 }
 
 
@@ -166,3 +167,26 @@ def test_a_batch_dict_is_replaced_in_place_of_image_label_and_aug():
     assert out["image"].shape == (3, 3, H, W) and out["label"].max() <= 6
     no_label = aug({k: v for k, v in batch.items() if k != "label"})
     assert "label" not in no_label and torch.equal(no_label["image"], out["image"])
+
+
+@pytest.mark.parametrize("erase_labels", [False, True])
+def test_erase_labels_marks_exactly_the_erased_rectangle_background(erase_labels):
+    """data.erase_labels: the label is 0 inside the erased rectangle (both paths), untouched elsewhere;
+    off, the label keeps the body behind the synthetic occluder."""
+    cfg = _cfg(erasing_prob=1.0, erase_labels=erase_labels)
+    transform = build_transforms(cfg, train=True)
+    images, labels, seeds = _images(6), _labels(6), list(range(6))
+    got_x, got_l, params = _batched(BatchAugment(transform, None), images, labels, seeds)
+    want_x, want_l = _per_image(transform, images, labels, seeds, None)
+    assert torch.equal(got_l, want_l)
+    for i in range(6):
+        top, left, eh, ew = (int(v) for v in params[i, 7:11])
+        inside = torch.zeros(H, W, dtype=torch.bool)
+        inside[top:top + eh, left:left + ew] = True
+        assert inside.any() and (got_x[i][:, inside] == 0).all()
+        original = torch.from_numpy(labels[i])
+        assert torch.equal(got_l[i][~inside], original[~inside])
+        if erase_labels:
+            assert (got_l[i][inside] == 0).all()
+        else:
+            assert torch.equal(got_l[i][inside], original[inside]) and original[inside].any()

@@ -36,6 +36,9 @@ class DataConfig:
     flip_prob: Probability = 0.5
     pad: NonNegativeInt = 10
     erasing_prob: Probability = 0.5
+    # random erasing also marks the erased rectangle background (0) in the part label: the synthetic
+    # occluder is then not body for a parsing / visibility target (false = BoT's image-only erasing)
+    erase_labels: bool = False
     color_jitter: NonNegativeFloat = 0.0
     val_ids: NonNegativeInt = 0
     # decoded, resized training images in a memory-mapped cache, augmented in batch on the device:

@@ -111,8 +111,9 @@ class BatchAugment:
         if not self.channels_last:
             x = x.contiguous()  # NCHW before the float passes, which then stream contiguous memory
         x = x.float().div_(255.0).sub_(mean).div_(std)  # as Normalize: (x / 255 - mean) / std
-        if self.erasing is not None:
-            x.masked_fill_(self._erase_mask(p[:, 6:], h, w)[:, None], 0.0)
+        erased = self._erase_mask(p[:, 6:], h, w) if self.erasing is not None else None
+        if erased is not None:
+            x.masked_fill_(erased[:, None], 0.0)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
 
@@ -120,6 +121,9 @@ class BatchAugment:
             return x, None
         lab = _with_zero(labels.reshape(b * h * w)).index_select(0, source).view(b, h * w)
         lab = torch.gather(lut[flip.long()], 1, lab.long()).view(b, h, w)  # per image: grouped, mirrored or not
+        if erased is not None and self.erasing.erase_label:
+            # as RandomErasing: the rectangle becomes background, before the bands that depend on the extent
+            lab = lab.masked_fill(erased, 0)
         if self.grouping in SPLIT_BANDS:
             lab = split_bands(lab, *SPLIT_BANDS[self.grouping])
         return x, lab

@@ -171,13 +171,15 @@ class RandomErasing:
     """Erase one random rectangle of the normalised image with probability p (Zhong et al. 2020, as in
     BoT / torchreid: area fraction in [sl, sh], aspect in [r1, 1 / r1], up to 100 attempts).
 
-    Decision: erased pixels are set to 0, i.e. the dataset mean colour after normalisation; the label is
-    left unchanged, so the parsing target stays the body behind the synthetic occluder, as BoT and
-    torchreid erase only the image.
+    Decision: erased pixels are set to 0, i.e. the dataset mean colour after normalisation. By default the
+    label is left unchanged, so the parsing target stays the body behind the synthetic occluder, as BoT and
+    torchreid erase only the image; `erase_label` (`data.erase_labels`) marks the rectangle background (0)
+    in the label too, so a part-supervised model learns that an occluder is not body.
     """
 
-    def __init__(self, p: float = 0.5, sl: float = 0.02, sh: float = 0.4, r1: float = 0.3) -> None:
-        self.p, self.sl, self.sh, self.r1 = p, sl, sh, r1
+    def __init__(self, p: float = 0.5, sl: float = 0.02, sh: float = 0.4, r1: float = 0.3,
+                 erase_label: bool = False) -> None:
+        self.p, self.sl, self.sh, self.r1, self.erase_label = p, sl, sh, r1, erase_label
 
     def draw(self, rng: np.random.Generator | None, h: int, w: int) -> tuple[int, int, int, int] | None:
         """(top, left, height, width) of the rectangle to erase in an h x w image, or None (no erasing)."""
@@ -201,6 +203,9 @@ class RandomErasing:
         top, left, eh, ew = rect
         image = image.clone()
         image[:, top : top + eh, left : left + ew] = 0.0
+        if self.erase_label and label is not None:
+            label = label.clone()
+            label[top : top + eh, left : left + ew] = 0
         return image, label
 
 
@@ -238,7 +243,7 @@ class JointTransform:
 
 def build_transforms(cfg_data: Any, train: bool) -> JointTransform:
     """The train or test pipeline from a `DataConfig` (height, width, flip_prob, pad, erasing_prob,
-    color_jitter, mean, std). Test: resize + normalise only."""
+    erase_labels, color_jitter, mean, std). Test: resize + normalise only."""
     ops: list[JointOp] = [Resize(cfg_data.height, cfg_data.width)]
     if train:
         if cfg_data.flip_prob > 0:
@@ -250,5 +255,5 @@ def build_transforms(cfg_data: Any, train: bool) -> JointTransform:
             ops.append(ColorJitter(j, j, j))
     ops.append(Normalize(cfg_data.mean, cfg_data.std))
     if train and cfg_data.erasing_prob > 0:
-        ops.append(RandomErasing(cfg_data.erasing_prob))
+        ops.append(RandomErasing(cfg_data.erasing_prob, erase_label=cfg_data.erase_labels))
     return JointTransform(ops)
