@@ -551,16 +551,36 @@ def test_eq12_14_total_matches_loops_on_random_outputs():
     out = ModelOutput(parts=parts, logits=logits, maps={"part_logits": part_logits})
     batch = {"pid": pids, "label": label, "has_label": torch.ones(6, dtype=torch.bool)}
     p = pids.tolist()
-    for margin, beta, weight in ((0.3, 0.5, 1.0), (None, 1.0, 0.5)):
-        cfg = make_cfg(triplet_margin=margin, head_weight=beta, part_loss_weight=weight)
+    for margin, beta, weight, reduction in ((0.3, 0.5, 1.0, "mean"), (None, 1.0, 0.5, "mean"), (0.3, 0.5, 1.0, "sum")):
+        cfg = make_cfg(triplet_margin=margin, head_weight=beta, part_loss_weight=weight, id_reduction=reduction)
         total, terms = amdnet.build_loss(cfg, 5, None)(out, batch)
-        e_id = sum(ce_ls(logits[k][i].tolist(), p[i], 0.1) for k in logits for i in range(6)) / 18
+        e_id = sum(ce_ls(logits[k][i].tolist(), p[i], 0.1) for k in logits for i in range(6)) / 6  # sum of 3
+        e_id = e_id / 3 if reduction == "mean" else e_id
         e_tri = part_soft_loop(parts.tolist(), p, beta, margin)
         e_part = pixel_ce_loop(part_logits, label, 0.15, range(6))
         assert terms["id"].item() == pytest.approx(e_id, rel=1e-5)
         assert terms["part_triplet"].item() == pytest.approx(e_tri, rel=1e-5)
         assert terms["part_attention"].item() == pytest.approx(e_part, rel=1e-5)
         assert total.item() == pytest.approx(e_tri + e_id + weight * e_part, rel=1e-5)
+
+
+def test_tff_init_he_fan_out_touches_only_the_tff_convolutions():
+    """tff_init=he_fan_out (issue #28, AMD-Net hypothesis 2): every TFF conv drawn from N(0, 2 / fan_out)
+    with zero bias; the layers outside TFF keep the default initialisation (same seed, same values)."""
+    default, he = small_model(), small_model(tff_init="he_fan_out")
+    convs = [(n, m) for n, m in he.tff.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) >= 6
+    weights = torch.cat([m.weight.flatten() for _, m in convs])
+    fan_out = torch.cat([torch.full((m.weight.numel(),), m.out_channels * m.kernel_size[0] * m.kernel_size[1],
+                                    dtype=torch.float32) for _, m in convs])
+    z = weights / torch.sqrt(2.0 / fan_out)  # standard normal if drawn from He fan-out
+    assert abs(z.mean().item()) < 0.05 and z.std().item() == pytest.approx(1.0, abs=0.05)
+    assert all(m.bias is None or not m.bias.any() for _, m in convs)
+    default_w = torch.cat([m.weight.flatten() for m in default.tff.modules() if isinstance(m, torch.nn.Conv2d)])
+    assert not torch.allclose(default_w, weights)
+    for name in ("attention", "reduce", "foreground_neck"):
+        a, b = getattr(default, name).state_dict(), getattr(he, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
 # ---- Table 2 switches -----------------------------------------------------------------------------

@@ -70,9 +70,14 @@ class Options:
         False  # the release also feeds a 1-channel guidance map (from the PAGB input) to the gate
     )
     gate_reduction: int = 1  # hidden width of the gated convolution's gate = channels // reduction
+    # initialisation of TFF's convolutions: PyTorch's default, or He normal fan-out (the release's)
+    tff_init: Literal["pytorch", "he_fan_out"] = "pytorch"
     pool_norm: Literal["hw", "mass"] = "hw"  # Eq. 6 divides by H W; "mass" divides by sum_hw p_i
     ce_epsilon: float = 0.1  # label smoothing of L_CE,global (shared setting)
-    id_embeddings: list[str] = field(default_factory=lambda: list(GLOBAL_EMBEDDINGS))  # L_CE,global = mean
+    id_embeddings: list[str] = field(default_factory=lambda: list(GLOBAL_EMBEDDINGS))
+    # L_CE,global over the id_embeddings (Eq. 14 leaves it open): their mean (each head 1/3 against the
+    # part terms at 1) or their sum
+    id_reduction: Literal["mean", "sum"] = "mean"
     # Table 2 "w/o part-soft triplet": "id" = part ID losses, "hard_triplet" = batch-hard per part.
     part_loss: Literal["part_soft", "id", "hard_triplet"] = "part_soft"
     head_weight: float = 0.5  # beta_head (Eq. 12)
@@ -320,6 +325,19 @@ class TaylorFeatureFilter(nn.Module):
         return x, torch.cat(gates, dim=1)
 
 
+def he_fan_out_init(module: nn.Module) -> None:
+    """He normal initialisation, fan-out mode, of every convolution in `module` (biases zero, BatchNorms
+    weight 1 bias 0): the released AMD-Net code's initialisation of its TFF layers."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class AMDNet(nn.Module):
     """Backbone G -> PAGB (SIM, 1x1 conv, softmax: maps, visibility) and GFLB (TFF: F; pooled features)."""
 
@@ -349,6 +367,8 @@ class AMDNet(nn.Module):
         self.concat_neck = BNNeck(k * d, num_classes)
         self.global_neck = BNNeck(d, num_classes)
         self.part_classifiers = PartClassifiers(k, d, num_classes) if o.part_loss == "id" else None
+        if self.tff is not None and o.tff_init == "he_fan_out":  # last: the other layers draw as by default
+            he_fan_out_init(self.tff)
 
     def part_attention(self, g: torch.Tensor) -> dict[str, torch.Tensor]:
         """PAGB: "logits" / "probs" [B, K(+1), h, w] (background first) from the SIM-enhanced G (Eq. 1)."""
@@ -427,8 +447,9 @@ def part_soft_distance(
 
 
 class AMDNetLoss(nn.Module):
-    """Eq. 14: L_part^tri (part-soft triplet, Eq. 12-13, or a Table 2 replacement) + L_CE,global (mean
-    CE-LS over f_t, f_c, f_g) + w * L_CE,part_a (pixel CE-LS, Eq. 2, images with labels only)."""
+    """Eq. 14: L_part^tri (part-soft triplet, Eq. 12-13, or a Table 2 replacement) + L_CE,global (CE-LS
+    over f_t, f_c, f_g, mean or sum: `id_reduction`) + w * L_CE,part_a (pixel CE-LS, Eq. 2, images with
+    labels only)."""
 
     def __init__(self, cfg: Config, num_classes: int, model: AMDNet | None):
         super().__init__()
@@ -456,7 +477,8 @@ class AMDNetLoss(nn.Module):
         pids = batch["pid"]
         ids = [cross_entropy_ls(out.logits[k], pids, o.ce_epsilon) for k in o.id_embeddings]
         name, part_term = self.part_term(out, pids)
-        terms = {"id": torch.stack(ids).mean(), name: part_term}
+        stacked = torch.stack(ids)
+        terms = {"id": stacked.mean() if o.id_reduction == "mean" else stacked.sum(), name: part_term}
         total = terms["id"] + part_term
         if "part_logits" in out.maps and o.part_loss_weight > 0:
             terms["part_attention"] = parsing_cross_entropy(
