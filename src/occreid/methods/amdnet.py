@@ -27,6 +27,7 @@ from occreid.models.backbones.resnet import BasicBlock
 from occreid.models.device_constants import device_constant
 from occreid.models.gated_conv import GatedConv
 from occreid.models.heads import BNNeck, EmbeddingHead, PartClassifiers
+from occreid.models.initialisation import he_fan_out_init
 from occreid.models.output import ModelOutput
 from occreid.models.part_attention import PixelPartPredictor, foreground_map, part_maps, part_visibility
 from occreid.models.pooling import global_avg_pool, part_pool, stripe_pool
@@ -323,19 +324,6 @@ class TaylorFeatureFilter(nn.Module):
             x, a = block(x, guide)
             gates.append(a)
         return x, torch.cat(gates, dim=1)
-
-
-def he_fan_out_init(module: nn.Module) -> None:
-    """He normal initialisation, fan-out mode, of every convolution in `module` (biases zero, BatchNorms
-    weight 1 bias 0): the released AMD-Net code's initialisation of its TFF layers."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 class AMDNet(nn.Module):

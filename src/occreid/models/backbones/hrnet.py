@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from occreid.models.backbones.base import Backbone
 from occreid.models.backbones.resnet import BasicBlock, Bottleneck
+from occreid.models.initialisation import he_fan_out_init
 
 W32_CHANNELS = (32, 64, 128, 256)
 HEAD_PLANES = (32, 64, 128, 256)
@@ -134,12 +135,7 @@ class HRNet(Backbone):
         self.out_channels = sum(self.stage_channels)
         self.stage_channels = (*self.stage_channels, self.out_channels)
         self.stride = 4
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_fan_out_init(self)
 
     @staticmethod
     def _run(stage: nn.ModuleList, xs: list[torch.Tensor]) -> list[torch.Tensor]:

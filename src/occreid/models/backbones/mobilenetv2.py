@@ -29,6 +29,7 @@ from torch import nn
 from occreid.errors import ConfigError
 from occreid.models.backbones.base import Backbone
 from occreid.models.backbones.pretrained import PackagedWeights
+from occreid.models.initialisation import he_fan_out_init
 
 # (expansion t, output channels c, repeats n, first stride s): Table 2 of the MobileNetV2 paper
 SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
@@ -108,7 +109,7 @@ class MobileNetV2(Backbone):
         self.stage_channels = (24, 32, 96, 1280)
         self.out_channels = 1280
         self.stride = 16 * last_stride
-        _init_weights(self)
+        he_fan_out_init(self)
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.features[1](self.features[0](x))
@@ -140,16 +141,6 @@ def _torchvision_to_release(key: str) -> str:
     if rest[0] in flat and len(rest) == 2:
         return ".".join([*parts[:3], flat[rest[0]], rest[1]])
     return key
-
-
-def _init_weights(model: nn.Module) -> None:
-    """He (fan-out) init for convolutions, unit scale / zero shift for BatchNorm (as torchvision)."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 def mobilenetv2_x1_0(last_stride: int = 1) -> MobileNetV2:

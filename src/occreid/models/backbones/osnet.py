@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from occreid.models.backbones.base import Backbone
+from occreid.models.initialisation import he_fan_out_init
 
 
 class ConvBN(nn.Module):
@@ -103,14 +104,7 @@ class OSNet(Backbone):
         self.stage_channels = (channels[1], channels[2], channels[3], channels[3])
         self.out_channels = channels[3]
         self.stride = 16
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_fan_out_init(self)
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.maxpool(self.conv1(x))

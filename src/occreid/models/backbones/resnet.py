@@ -13,6 +13,7 @@ from torch import nn
 
 from occreid.errors import ConfigError
 from occreid.models.backbones.base import Backbone
+from occreid.models.initialisation import he_fan_out_init
 
 NormFactory = Callable[[int], nn.Module]
 
@@ -109,7 +110,7 @@ class ResNet(Backbone):
         self.out_channels = self.stage_channels[-1]
         self.stride = 16 * last_stride
         self.last_stride = last_stride
-        _init_weights(self)
+        he_fan_out_init(self)
 
     @property
     def stem(self) -> nn.Sequential:
@@ -121,16 +122,6 @@ class ResNet(Backbone):
 
     def stage_modules(self) -> list[nn.Module]:
         return [self.layer1, self.layer2, self.layer3, self.layer4]
-
-
-def _init_weights(model: nn.Module) -> None:
-    """He (fan-out) init for convolutions, unit scale / zero shift for normalisations (as torchvision)."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d | nn.InstanceNorm2d) and m.weight is not None:
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 def resnet18(last_stride: int = 1) -> ResNet:
