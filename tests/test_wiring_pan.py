@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from occreid.config import load_config
-from occreid.errors import ConfigError
 from occreid.methods import pan
 from occreid.models.output import ModelOutput
 
@@ -142,7 +141,8 @@ def test_distance_reads_only_the_test_feature(test_feature):
 # ---- Table 2: the FC sharing, and the BatchNorm as a separate switch ---------------------------------
 
 
-@pytest.mark.parametrize(("shared_fc", "local_bn"), [(True, "shared"), (False, "shared"), (False, "per_part")])
+@pytest.mark.parametrize(("shared_fc", "local_bn"),
+                         [(True, "shared"), (True, "per_part"), (False, "shared"), (False, "per_part")])
 def test_table2_fc_sharing_and_part_bn_each_change_one_thing(shared_fc, local_bn):
     """Identical pooled parts give identical local features iff the FC is shared; the BN's statistics are
     pooled over the parts (n_l channels) unless local_bn=per_part (p n_l channels)."""
@@ -159,9 +159,12 @@ def test_table2_fc_sharing_and_part_bn_each_change_one_thing(shared_fc, local_bn
     assert torch.allclose(per_part_means, torch.zeros(3, 256), atol=1e-4) == (local_bn == "per_part" or shared_fc)
 
 
-def test_per_part_bn_with_the_shared_fc_is_refused_naming_both_keys():
-    with pytest.raises(ConfigError, match=r"method.local_bn=per_part.*method.shared_local_fc=false"):
-        small_model(local_bn="per_part")
+def test_per_part_bn_with_the_shared_fc_keeps_one_weight_for_every_part():
+    """local_bn=per_part with the shared FC: the BN has p n_l channels, the FC stays one [n_l, C] weight."""
+    shared, per_part = small_model(), small_model(local_bn="per_part")
+    assert per_part.local_fc.fc.weight.shape == shared.local_fc.fc.weight.shape
+    assert sum(p.numel() for p in per_part.local_fc.parameters()) == \
+        sum(p.numel() for p in shared.local_fc.parameters()) + 2 * 2 * 256  # p = 3: two more BN affines
 
 
 # ---- the buffer layers start from the pretrained file ----------------------------------------------
