@@ -40,9 +40,19 @@ def run_dir(out: Path, name: str, method: str, seed: int) -> Path:
     return out / name.format(method=method, seed=seed)
 
 
+def metrics_file(run: Path, reading: str | None = None) -> Path | None:
+    """The run's test metrics file: `eval/occluded_duke`, or for a reading the newest report `occreid eval`
+    wrote in `eval_<reading>` (a folder named after the changed settings, e.g. `occluded_duke-method.x=True`)."""
+    if reading is None:
+        found = [run / "eval" / "occluded_duke" / "metrics.json"]
+    else:
+        found = sorted((run / f"eval_{reading}").glob("occluded_duke*/metrics.json"), key=lambda f: f.stat().st_mtime)
+    return found[-1] if found and found[-1].is_file() else None
+
+
 def test_metrics(run: Path, reading: str | None = None) -> dict | None:
-    f = run / ("eval" if reading is None else f"eval_{reading}") / "occluded_duke" / "metrics.json"
-    return json.loads(f.read_text()) if f.is_file() else None
+    f = metrics_file(run, reading)
+    return json.loads(f.read_text()) if f is not None else None
 
 
 def reading_command(run: Path, method: str) -> list[str] | None:
@@ -138,34 +148,42 @@ def git_commit() -> str:
         return "unknown"
 
 
-def json_records(out: Path, name: str, protocol: str, methods: list[str], seeds: list[int]) -> list[dict]:
-    """One record per finished run and reading; the commit and date are those of this call (the runs'
-    code is the commit that wrote them when the queue is run on a clean checkout)."""
+def json_records(out: Path, name: str, protocol: str, methods: list[str], seeds: list[int],
+                 commit: str | None = None) -> list[dict]:
+    """One record per finished run and reading, dated by its metrics file; `commit` (default: this
+    checkout's) is the code the runs were trained with: give it when the queue ran from another checkout."""
+    commit = commit or git_commit()
     rows = []
     for method in methods:
         readings = [None, READINGS[method][0]] if method in READINGS else [None]
         for reading in readings:
             for seed in seeds:
                 run = run_dir(out, name, method, seed)
-                m = test_metrics(run, reading)
-                if m is None:
+                f = metrics_file(run, reading)
+                if f is None:
                     continue
-                f = run / ("eval" if reading is None else f"eval_{reading}") / "occluded_duke" / "metrics.json"
+                m = json.loads(f.read_text())
                 minutes = train_minutes(run)
                 rows.append({
                     "protocol": protocol, "method": method, "seed": seed, "reading": reading or "default",
                     **{k: round(100 * m[k], 2) for k in METRICS},
                     "train_minutes": None if minutes is None else round(minutes, 1),
-                    "config": f"configs/protocols/{protocol}/{method}.yaml", "git_commit": git_commit(),
+                    "config": f"configs/protocols/{protocol}/{method}.yaml", "git_commit": commit,
                     "date": datetime.date.fromtimestamp(f.stat().st_mtime).isoformat(),
                 })
     return rows
 
 
 def merge_json(path: Path, rows: list[dict]) -> None:
-    """Replace the records of the same (protocol, method, seed, reading), keep the others."""
+    """Replace the records of the same (protocol, method, seed, reading), keep the others. A record that
+    comes back with the same figures is the same run recorded again: it keeps its commit."""
     key = ("protocol", "method", "seed", "reading")
     old = json.loads(path.read_text()) if path.is_file() else []
+    before = {tuple(r[k] for k in key): r for r in old}
+    for r in rows:
+        prior = before.get(tuple(r[k] for k in key))
+        if prior is not None and all(prior.get(k) == r[k] for k in METRICS):
+            r["git_commit"] = prior.get("git_commit", r["git_commit"])
     fresh = {tuple(r[k] for k in key) for r in rows}
     merged = [r for r in old if tuple(r[k] for k in key) not in fresh] + rows
     merged.sort(key=lambda r: tuple(str(r[k]) for k in key))
@@ -185,6 +203,8 @@ def main() -> int:
     ap.add_argument("--name", default="{method}_seed{seed}", help="run folder name under --out")
     ap.add_argument("--set", action="append", default=[], help="extra override for new runs")
     ap.add_argument("--table-only", action="store_true", help="train nothing; print the table of finished runs")
+    ap.add_argument("--git-commit", help="the commit the runs were trained with, for the JSON records "
+                    "(default: this checkout's HEAD)")
     args = ap.parse_args()
 
     configs = PROTOCOLS / args.protocol
@@ -209,7 +229,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(text + "\n")
     if args.json:
-        merge_json(Path(args.json), json_records(out, args.name, args.protocol, args.methods, args.seeds))
+        merge_json(Path(args.json), json_records(out, args.name, args.protocol, args.methods, args.seeds,
+                                                 args.git_commit))
     return 0
 
 

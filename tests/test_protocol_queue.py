@@ -19,7 +19,12 @@ def finished_run(run: Path, rank1: float, mAP: float, train_s: float = 1800.0, r
     (run / "metrics.jsonl").write_text(
         json.dumps({"iter": 10, "loss": 1.0, "train_s": 900.0}) + "\n"
         + json.dumps({"iter": 20, "loss": 0.5, "train_s": train_s}) + "\n")
-    folder = run / ("eval" if reading is None else f"eval_{reading}") / "occluded_duke"
+    if reading is None:
+        folder = run / "eval" / "occluded_duke"
+    else:  # named as `occreid eval` names an evaluation under changed settings
+        from occreid.evaluation.report import report_folder_name
+
+        folder = run / f"eval_{reading}" / report_folder_name("occluded_duke", list(queue.READINGS["sgsfa"][1]))
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({"rank1": rank1, "rank5": 0.5, "mAP": mAP, "mINP": 0.05}))
 
@@ -57,3 +62,36 @@ def test_table_means_and_json_records_merge(tmp_path):
     merged = json.loads(path.read_text())
     assert [(r["method"], r["seed"], r["rank1"]) for r in merged] == [("bot", 0, 30.0), ("bot", 1, 34.0),
                                                                       ("pcb", 0, 2.0)]
+
+
+def test_a_second_reading_is_evaluated_once_and_recorded(tmp_path):
+    """sgsfa's normalised reading: asked for once the default evaluation exists, found in the folder
+    `occreid eval` names after the changed setting, and recorded next to the default."""
+    out = tmp_path / "runs"
+    finished_run(out / "sgsfa_seed0", 0.26, 0.18)
+    cmd = queue.reading_command(out / "sgsfa_seed0", "sgsfa")
+    assert cmd is not None and "method.normalise_distance=true" in cmd and cmd[cmd.index("--out") + 1].endswith(
+        "eval_normalised")
+    finished_run(out / "sgsfa_seed0", 0.27, 0.19, reading="normalised")
+    assert queue.reading_command(out / "sgsfa_seed0", "sgsfa") is None
+    rows = queue.json_records(out, "{method}_seed{seed}", "pretrained_occduke", ["sgsfa"], [0])
+    assert [(r["reading"], r["rank1"], r["mAP"]) for r in rows] == [("default", 26.0, 18.0),
+                                                                    ("normalised", 27.0, 19.0)]
+    text = queue.table(out, "{method}_seed{seed}", ["sgsfa"], [0])
+    assert "| `sgsfa` (normalised) | 0 |" in text and "not finished" not in text
+
+
+def test_records_keep_the_commit_they_were_trained_with(tmp_path):
+    out = tmp_path / "runs"
+    finished_run(out / "bot_seed0", 0.30, 0.20)
+    path = tmp_path / "results.json"
+    queue.merge_json(path, queue.json_records(out, "{method}_seed{seed}", "p", ["bot"], [0], commit="aaa"))
+    # recorded again from another checkout: same figures, the first commit stays
+    queue.merge_json(path, queue.json_records(out, "{method}_seed{seed}", "p", ["bot"], [0], commit="bbb"))
+    assert [r["git_commit"] for r in json.loads(path.read_text())] == ["aaa"]
+    # a new run of the same key (other figures) takes its own commit
+    finished_run(out / "bot_seed0b", 0.31, 0.21)
+    (out / "bot_seed0").rename(out / "old")
+    (out / "bot_seed0b").rename(out / "bot_seed0")
+    queue.merge_json(path, queue.json_records(out, "{method}_seed{seed}", "p", ["bot"], [0], commit="ccc"))
+    assert [(r["git_commit"], r["rank1"]) for r in json.loads(path.read_text())] == [("ccc", 31.0)]
