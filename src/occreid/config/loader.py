@@ -141,29 +141,28 @@ FEATURE_KEYS = ("data.height", "data.width", "data.mean", "data.std", "model.nam
                 "model.last_stride", "model.backbone_options", "method", "eval.flip")
 
 
+def flat_dict(d: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as {dotted key: value}; a non-empty section is descended into."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flat_dict(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def feature_settings_diff(a: dict, b: dict) -> list[str]:
     """Dotted feature-relevant keys (`FEATURE_KEYS`) whose values differ between two config dicts (as
-    stored with features), as 'key: A vs B'. Each side is first completed with today's defaults, so a
-    key that one side predates is compared at its default."""
-    a, b = _completed(a), _completed(b)
+    stored with features), as 'key: A vs B' in `FEATURE_KEYS` order. Each side is first completed with
+    today's defaults, so a key that one side predates is compared at its default."""
+    fa, fb = flat_dict(_completed(a)), flat_dict(_completed(b))
 
-    def flat(d: Any, prefix: str) -> dict[str, Any]:
-        if d is None or d == {}:
-            return {}
-        if isinstance(d, dict):
-            return {k2: v2 for k, v in d.items() for k2, v2 in flat(v, f"{prefix}.{k}").items()}
-        return {prefix: d}
+    def rank(key: str) -> int | None:
+        return next((i for i, f in enumerate(FEATURE_KEYS) if key == f or key.startswith(f + ".")), None)
 
-    out = []
-    for key in FEATURE_KEYS:
-        section, _, name = key.partition(".")
-        va, vb = (d.get(section, {}) if isinstance(d.get(section), dict) else {} for d in (a, b))
-        fa = flat(va.get(name), key) if name else flat(va, key)
-        fb = flat(vb.get(name), key) if name else flat(vb, key)
-        for k in sorted(set(fa) | set(fb)):
-            if fa.get(k) != fb.get(k):
-                out.append(f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}")
-    return out
+    keys = sorted((rank(k), k) for k in set(fa) | set(fb) if rank(k) is not None and fa.get(k) != fb.get(k))
+    return [f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}" for _, k in keys]
 
 
 def _completed(data: dict) -> dict:

@@ -223,27 +223,18 @@ UNNAMED_KEYS = ("data.dataset", "data.test_datasets", "data.root", "data.labels_
                 "eval.flip")
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def settings_tags(checkpoint: Path, stored: Config, used: Config, rerank: bool) -> list[str]:
     """What makes this evaluation differ from the checkpoint's own (the one `occreid train` runs): a
     checkpoint file other than last.pt, re-ranking, flip, and every other changed key as key=value."""
     from occreid.config import to_dict
+    from occreid.config.loader import flat_dict
 
     tags = [] if checkpoint.stem == "last" else [checkpoint.stem]
     if rerank != stored.eval.rerank:
         tags.append("rerank" if rerank else "no-rerank")
     if used.eval.flip != stored.eval.flip:
         tags.append("flip" if used.eval.flip else "no-flip")
-    a, b = _flat(to_dict(stored)), _flat(to_dict(used))
+    a, b = flat_dict(to_dict(stored)), flat_dict(to_dict(used))
     for k in sorted(set(a) | set(b)):
         if a.get(k) != b.get(k) and not k.startswith(UNNAMED_KEYS):
             tags.append(f"{k}={b.get(k)}")
