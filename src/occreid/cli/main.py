@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from occreid.host_memory import keep_freed_memory
 
-    keep_freed_memory()  # CPU forwards reuse freed pages (2.3x evaluation, 1.2x training; see the module)
+    keep_freed_memory()  # with OCCREID_HOST_MALLOC=keep: freed pages reused (faster, unbounded; see the module)
     try:
         return int(args.handler(args) or 0)
     except OccreidError as e:
