@@ -21,6 +21,12 @@ def _init_bn(bn: nn.BatchNorm1d) -> None:
     nn.init.zeros_(bn.bias)
 
 
+def per_part_bn(bn: nn.BatchNorm1d, y: torch.Tensor) -> torch.Tensor:
+    """A BatchNorm of P * D channels over [B, P, D]: each part's channels keep their own statistics."""
+    b, p, d = y.shape
+    return bn(y.reshape(b, p * d)).reshape(b, p, d)
+
+
 class BNNeck(nn.Module):
     """BoT's BNNeck: feature -> BatchNorm1d (bias frozen at 0) -> bias-free Linear classifier.
 
@@ -91,10 +97,9 @@ class EmbeddingHead(nn.Module):
         elif x.dim() == 3:
             y = self.fc(x)
             if self.bn is not None and self.bn_parts:
-                b, p, d = y.shape
-                if p != self.bn_parts:
-                    raise ValueError(f"EmbeddingHead has a BatchNorm for {self.bn_parts} parts, got {p}")
-                y = self.bn(y.reshape(b, p * d)).reshape(b, p, d)
+                if y.shape[1] != self.bn_parts:
+                    raise ValueError(f"EmbeddingHead has a BatchNorm for {self.bn_parts} parts, got {y.shape[1]}")
+                y = per_part_bn(self.bn, y)
             elif self.bn is not None:
                 y = self.bn(y.transpose(1, 2)).transpose(1, 2)
         elif x.dim() == 4:
@@ -139,8 +144,7 @@ class PartwiseLinear(nn.Module):
         if self.bn is not None and self.shared_bn:
             y = self.bn(y.transpose(1, 2)).transpose(1, 2)
         elif self.bn is not None:
-            b, p, d = y.shape
-            y = self.bn(y.reshape(b, p * d)).reshape(b, p, d)
+            y = per_part_bn(self.bn, y)
         return y
 
 
