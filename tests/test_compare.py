@@ -122,3 +122,35 @@ def test_a_report_without_camera_pairs_shows_unknown_counts(tmp_path):
     md = comparison_markdown(c)
     assert f"`{tmp_path / 'b'}` was written before reports had camera pairs" in md
     assert all(line.split("|")[3].strip() == "-" for line in md.splitlines() if line.startswith("| 0->"))
+
+
+def test_compare_bootstraps_the_difference_by_query_identity(tmp_path):
+    """The interval is centred on the headline B - A and resamples the report's query_pid column; a
+    report without that column (older) falls back to single queries and says so."""
+    import csv
+
+    from occreid.evaluation.comparison import comparison_markdown
+    from occreid.evaluation.paired_bootstrap import paired_bootstrap
+
+    query, gallery = _records(tmp_path)
+    ma, _ = _run(tmp_path / "a", query, gallery, 1, "bot")
+    mb, _ = _run(tmp_path / "b", query, gallery, 2, "pcb")
+    c = compare_runs(tmp_path / "a", tmp_path / "b")
+    boot = c["paired_bootstrap"]
+    assert boot["resampled"] == "query identities"
+    assert boot["num_units"] == len({r.pid for r in query})
+    assert boot["mAP"]["delta"] == pytest.approx(mb["mAP"] - ma["mAP"], abs=1e-6)
+    assert boot["rank1"]["delta"] == pytest.approx(mb["cmc"][0] - ma["cmc"][0], abs=1e-9)
+    pids = [r.pid for r in query]
+    expect = paired_bootstrap(ma["ap"], mb["ap"], ma["first_hit"] == 0, mb["first_hit"] == 0, pids)
+    assert boot["mAP"]["low"] == pytest.approx(expect["mAP"]["low"], abs=1e-6)
+    assert "| mAP | " in comparison_markdown(c) and "resampling query identities" in comparison_markdown(c)
+    # an older report: no query_pid column
+    f = tmp_path / "b" / "per_query.csv"
+    rows = list(csv.DictReader(f.open(newline="")))
+    with f.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, [k for k in rows[0] if k != "query_pid"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    old = compare_runs(tmp_path / "a", tmp_path / "b")["paired_bootstrap"]
+    assert old["resampled"] == "queries" and old["num_units"] == old["num_queries"]

@@ -1,5 +1,6 @@
 """Two evaluations of the same test set side by side: headline metrics, accuracy per occlusion group and
-camera pair, and the queries one run fixes (rank-1 miss -> hit) or breaks (hit -> miss)."""
+camera pair, the queries one run fixes (rank-1 miss -> hit) or breaks (hit -> miss), and a paired
+bootstrap interval on the mAP and rank-1 differences."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from occreid.errors import ConfigError
 from occreid.evaluation.by_group import OCCLUSION_LABELS, group_metrics
+from occreid.evaluation.paired_bootstrap import interval_text, paired_bootstrap
 
 HEADLINE = ("rank1", "rank5", "rank10", "mAP", "mINP")
 #: Queries listed per direction (fixed / broken) in the Markdown; the JSON lists them all.
@@ -100,6 +102,9 @@ def compare_runs(folder_a: str | Path, folder_b: str | Path, dataset: str | None
                for k in sorted({*pairs_a, *pairs_b})]
     hit_a, hit_b = a["first_hit"] == 0, b["first_hit"] == 0
     valid = (a["first_hit"] >= 0) & (b["first_hit"] >= 0)
+    pid_a, pid_b = a["columns"].get("query_pid"), b["columns"].get("query_pid")
+    clusters = pid_a if pid_a and pid_a == pid_b and all(pid_a) else None  # older reports: single queries
+    ap_a, ap_b = np.where(valid, a["ap"], np.nan), np.where(valid, b["ap"], np.nan)
 
     def listing(mask: np.ndarray) -> list[dict[str, Any]]:
         idx = np.flatnonzero(mask)
@@ -113,6 +118,7 @@ def compare_runs(folder_a: str | Path, folder_b: str | Path, dataset: str | None
         "run_a": a["folder"], "run_b": b["folder"], "dataset": a["metrics"].get("dataset"),
         "method_a": a["metrics"].get("method"), "method_b": b["metrics"].get("method"),
         "headline": headline,
+        "paired_bootstrap": paired_bootstrap(ap_a, ap_b, hit_a, hit_b, clusters),
         "by_occlusion": {"source": source, "grouped_by": owner, "groups": occlusion},
         "by_camera_pair": cameras,
         "without_camera_pairs": [r["folder"] for r in (a, b) if "by_camera_pair" not in r["metrics"]],
@@ -145,6 +151,16 @@ def comparison_markdown(c: dict[str, Any]) -> str:
              f"- RUN_B: `{c['run_b']}` ({c['method_b']})", f"- dataset: {c['dataset']}", "",
              "| metric | RUN_A | RUN_B | B - A |", "|---|---|---|---|"]
     lines += [f"| {k} | {_pct(v['a'])} | {_pct(v['b'])} | {_delta(v['a'], v['b'])} |" for k, v in c["headline"].items()]
+    boot = c.get("paired_bootstrap")
+    if boot:
+        lines += ["", f"Paired bootstrap of B - A ({boot['draws']} draws resampling {boot['resampled']}, "
+                  f"{boot['num_units']} of them; {boot['num_queries']} queries with a true match in both): "
+                  f"the interval covers test-set sampling (which {boot['resampled']} happen to be in it), "
+                  "not training noise: compare seeds for that.", "",
+                  f"| metric | B - A [{100 * boot['level']:.0f} % interval] | interval excludes 0 |",
+                  "|---|---|---|"]
+        lines += [f"| {m} | {interval_text(boot[m])} | {'-' if boot[m] is None else ('yes' if boot[m]['sure'] else 'no')} |"
+                  for m in ("mAP", "rank1")]
     occ = c["by_occlusion"]
     if occ["groups"]:
         lines += ["", "## By occlusion level", "",

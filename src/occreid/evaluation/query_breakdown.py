@@ -17,7 +17,7 @@ from occreid.evaluation.visible_fraction import VisibleFraction, query_visible_f
 #: Gallery images shown per query in report.html.
 TOP_K = 10
 #: The columns `QueryBreakdown.csv_columns` adds to per_query.csv, in order.
-CSV_COLUMNS = ("visible_fraction", "occlusion_group", "query_camid", "first_match_camid", "first_match_path")
+CSV_COLUMNS = ("query_pid", "visible_fraction", "occlusion_group", "query_camid", "first_match_camid", "first_match_path")
 
 
 @dataclass
@@ -25,6 +25,7 @@ class QueryBreakdown:
     """Everything the reports say about each query besides AP / first-hit rank (row i = query i)."""
 
     visible: VisibleFraction
+    q_pids: np.ndarray  # the query identities (the unit `occreid compare` resamples)
     q_camids: np.ndarray
     match_index: np.ndarray  # gallery index of the first true match, -1 when none
     match_camids: np.ndarray  # its camera, -1 when none
@@ -43,6 +44,7 @@ class QueryBreakdown:
         """Extra per_query.csv columns, in order."""
         labels = np.array(OCCLUSION_LABELS)[occlusion_group(self.visible.values)]
         columns = {
+            "query_pid": self.q_pids.tolist(),
             "visible_fraction": ["" if np.isnan(v) else f"{v:.3f}" for v in self.visible.values],  # "": no label
             "occlusion_group": labels.tolist(),
             "query_camid": self.q_camids.tolist(),
@@ -64,6 +66,7 @@ def query_breakdown(distmat: Any, query: Sequence[Record], gallery: Sequence[Rec
     top, top_d = stable_top_k(d, topk)
     return QueryBreakdown(
         visible=query_visible_fraction(query, query_features),
+        q_pids=qp,
         q_camids=qc,
         match_index=match,
         match_camids=np.where(match >= 0, gc[np.maximum(match, 0)], -1),
