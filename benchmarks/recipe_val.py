@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from occreid.evaluation.paired_bootstrap import interval_text, paired_bootstrap
+
 
 def parse_candidate(text: str) -> tuple[str, list[str]]:
     """`name=key=value,key=value` (or `name=` for the unchanged config) -> (name, overrides)."""
@@ -61,8 +63,16 @@ def finished(run: Path, iters: int) -> bool:
     return any(r.get("iter") == iters and "loss" in r for r in records(run)) and bool(val_records(run))
 
 
-def score_distances(run: Path, candidates: list[tuple[str, list[str]]]) -> list[dict]:
-    """Val rank-1 / mAP of the run's final model under each test-time override set (features once)."""
+def held_out_scores(run: Path, candidates: list[tuple[str, list[str]]]) -> dict[str, dict[str, np.ndarray]]:
+    """Per-query AP, rank-1 hit and identity of the run's final model on its held-out identities under
+    each test-time override set (features extracted once). Cached in `held_out_scores.npz` beside
+    `last.pt`, keyed by the checkpoint's modification time and the candidates."""
+    cache = run / "held_out_scores.npz"
+    key = json.dumps([(run / "last.pt").stat().st_mtime_ns, candidates])
+    if cache.is_file():
+        with np.load(cache) as z:
+            if str(z["key"]) == key:
+                return {name: {f: z[f"{name}/{f}"] for f in ("ap", "hit", "pid")} for name, _ in candidates}
     import torch
 
     from occreid.config import apply_overrides, from_dict_config
@@ -79,14 +89,25 @@ def score_distances(run: Path, candidates: list[tuple[str, list[str]]]) -> list[
     feats = extract_features(load_model(ckpt, cfg), query, cfg, device=torch.device("cpu"), progress=False)
     pids = np.array([r.pid for r in query])
     cams = np.array([r.camid for r in query])
-    rows = []
+    scores = {}
     for name, overrides in candidates:
         dist = compute_distances(from_dict_config(apply_overrides(ckpt["config"], overrides)), feats, feats,
                                  rerank=False)
         m = rank_metrics(dist, pids, pids, cams, cams)
-        rows.append({"distance": name, "overrides": overrides, "val_rank1": float(m["cmc"][0]),
-                     "val_mAP": float(m["mAP"])})
-    return rows
+        scores[name] = {"ap": m["ap"], "hit": m["first_hit"] == 0, "pid": pids}
+    np.savez(cache, key=key, **{f"{n}/{f}": v for n, sc in scores.items() for f, v in sc.items()})
+    return scores
+
+
+def headline(score: dict[str, np.ndarray]) -> tuple[float, float]:
+    """(rank-1, mAP) over the queries with a true match."""
+    valid = ~np.isnan(score["ap"])
+    return float(score["hit"][valid].mean()), float(score["ap"][valid].mean())
+
+
+def against(score: dict[str, np.ndarray], base: dict[str, np.ndarray]) -> dict:
+    """Candidate - baseline on the same held-out queries, with a paired bootstrap by identity."""
+    return paired_bootstrap(base["ap"], score["ap"], base["hit"], score["hit"], clusters=score["pid"])
 
 
 def main() -> int:
@@ -101,10 +122,15 @@ def main() -> int:
     ap.add_argument("--eval-every", type=int, default=0, help="default: --evals evenly spaced validations")
     ap.add_argument("--evals", type=int, default=2, help="validations per run when --eval-every is not given")
     ap.add_argument("--out", default="runs/recipe_val")
+    ap.add_argument("--no-paired", dest="paired", action="store_false",
+                    help="skip the paired bootstrap of each candidate against the first (one feature "
+                         "extraction of the held-out identities per candidate)")
     args = ap.parse_args()
 
     out = Path(args.out)
     rows = []
+    scores: dict[str, dict] = {}  # candidate -> distance -> per-query scores
+    distances = [parse_candidate(d) for d in args.distance] or [("default", [])]
     for name, overrides in map(parse_candidate, args.candidate):
         own = [o.split("=", 1)[1] for o in overrides if o.startswith("train.max_iters=")]
         iters = int(own[-1]) if own else args.iters
@@ -124,8 +150,16 @@ def main() -> int:
         rows.append({"candidate": name, "overrides": overrides, "iters": last["iter"], "train_s": train_seconds(run),
                      "val_rank1": last["val_rank1"], "val_mAP": last["val_mAP"],
                      "curve": [(r["iter"], r["val_rank1"], r["val_mAP"]) for r in recs]})
+        if args.paired or args.distance:
+            scores[name] = held_out_scores(run, distances)
         if args.distance:
-            rows[-1]["distances"] = score_distances(run, [parse_candidate(d) for d in args.distance])
+            rows[-1]["distances"] = [
+                {"distance": d, "overrides": o, **dict(zip(("val_rank1", "val_mAP"), headline(scores[name][d])))}
+                for d, o in distances]
+    if args.paired and rows:
+        base = rows[0]["candidate"]
+        for r in rows[1:]:
+            r["vs_first"] = against(scores[r["candidate"]][distances[0][0]], scores[base][distances[0][0]])
 
     lines = [f"Validation: {args.val_ids} held-out training identities, leave-one-out, Market rule; "
              f"{args.iters} iterations; config {args.config}", "",
@@ -136,6 +170,16 @@ def main() -> int:
         minutes = f"{r['train_s'] / 60:.1f}" if r["train_s"] is not None else "-"
         lines.append(f"| {r['candidate']} | {' '.join(r['overrides']) or '-'} | {minutes} | "
                      f"{100 * r['val_rank1']:.1f} | {100 * r['val_mAP']:.1f} | {curve} |")
+    if args.paired and len(rows) > 1:
+        level = rows[1]["vs_first"]["level"]
+        lines += ["", f"Against `{rows[0]['candidate']}` on the same held-out queries (first distance: "
+                  f"`{distances[0][0]}`), {100 * level:.0f} % paired bootstrap intervals resampling the "
+                  f"{rows[1]['vs_first']['num_units']} held-out identities: test-set sampling only, not seeds.",
+                  "", "| candidate | val mAP - first | val rank-1 - first | interval excludes 0 |", "|---|---|---|---|"]
+        for r in rows[1:]:
+            v = r["vs_first"]
+            sure = ", ".join(m for m in ("mAP", "rank1") if v[m] and v[m]["sure"]) or "neither"
+            lines.append(f"| {r['candidate']} | {interval_text(v['mAP'])} | {interval_text(v['rank1'])} | {sure} |")
     if args.distance:
         lines += ["", "| candidate | distance | overrides | val rank-1 | val mAP |", "|---|---|---|---|---|"]
         for r in rows:

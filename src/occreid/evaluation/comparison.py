@@ -159,8 +159,8 @@ def comparison_markdown(c: dict[str, Any]) -> str:
                   "not training noise: compare seeds for that.", "",
                   f"| metric | B - A [{100 * boot['level']:.0f} % interval] | interval excludes 0 |",
                   "|---|---|---|"]
-        lines += [f"| {m} | {interval_text(boot[m])} | {'-' if boot[m] is None else ('yes' if boot[m]['sure'] else 'no')} |"
-                  for m in ("mAP", "rank1")]
+        sure = {None: "-", True: "yes", False: "no"}
+        lines += [f"| {m} | {interval_text(boot[m])} | {sure[boot[m] and boot[m]['sure']]} |" for m in ("mAP", "rank1")]
     occ = c["by_occlusion"]
     if occ["groups"]:
         lines += ["", "## By occlusion level", "",

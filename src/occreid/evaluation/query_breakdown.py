@@ -17,7 +17,8 @@ from occreid.evaluation.visible_fraction import VisibleFraction, query_visible_f
 #: Gallery images shown per query in report.html.
 TOP_K = 10
 #: The columns `QueryBreakdown.csv_columns` adds to per_query.csv, in order.
-CSV_COLUMNS = ("query_pid", "visible_fraction", "occlusion_group", "query_camid", "first_match_camid", "first_match_path")
+CSV_COLUMNS = ("query_pid", "visible_fraction", "occlusion_group", "query_camid", "first_match_camid",
+               "first_match_path")
 
 
 @dataclass
