@@ -112,10 +112,24 @@ def execute(cmd: list[str] | None) -> None:
         subprocess.run(cmd, check=True)
 
 
+def versus_bot(out: Path, name: str, method: str, seed: int, reading: str | None = None) -> dict | None:
+    """The run's mAP and rank-1 minus `bot`'s of the same seed, with `occreid compare`'s paired bootstrap
+    interval (test-set sampling only); None for `bot` itself or while either run is unfinished."""
+    from occreid.evaluation.comparison import compare_runs
+
+    mine, bot = metrics_file(run_dir(out, name, method, seed), reading), metrics_file(run_dir(out, name, "bot", seed))
+    if method == "bot" or mine is None or bot is None:
+        return None
+    return compare_runs(bot.parent, mine.parent)["paired_bootstrap"]
+
+
 def table(out: Path, name: str, methods: list[str], seeds: list[int]) -> str:
-    """Markdown: one row per finished run (and per second reading), then mean +- half the range per method
-    and reading with 2+ seeds."""
-    lines = ["| method | seed | train min | rank-1 | rank-5 | mAP | mINP |", "|---|---|---|---|---|---|---|"]
+    """Markdown: one row per finished run (and per second reading) with its difference to `bot` of the
+    same seed, then mean +- half the range per method and reading with 2+ seeds."""
+    from occreid.evaluation.paired_bootstrap import interval_text
+
+    lines = ["| method | seed | train min | rank-1 | rank-5 | mAP | mINP | mAP - `bot` same seed [95 %] |",
+             "|---|---|---|---|---|---|---|---|"]
     for method in methods:
         readings = [None, READINGS[method][0]] if method in READINGS else [None]
         for reading in readings:
@@ -125,18 +139,20 @@ def table(out: Path, name: str, methods: list[str], seeds: list[int]) -> str:
                 run = run_dir(out, name, method, seed)
                 m = test_metrics(run, reading)
                 if m is None:
-                    lines.append(f"| {label} | {seed} | - | not finished ({trained_iters(run)} iterations) | | | |")
+                    lines.append(f"| {label} | {seed} | - | not finished ({trained_iters(run)} iterations) | | | | |")
                     continue
                 done.append(m)
                 minutes = train_minutes(run)
                 vals = " | ".join(f"{100 * m[k]:.1f}" for k in METRICS)
-                lines.append(f"| {label} | {seed} | {'-' if minutes is None else f'{minutes:.0f}'} | {vals} |")
+                vs = versus_bot(out, name, method, seed, reading)
+                lines.append(f"| {label} | {seed} | {'-' if minutes is None else f'{minutes:.0f}'} | {vals} | "
+                             f"{interval_text(vs and vs['mAP'])} |")
             if len(done) >= 2:
                 cells = []
                 for k in METRICS:
                     v = [100 * m[k] for m in done]
                     cells.append(f"{sum(v) / len(v):.2f} ± {(max(v) - min(v)) / 2:.2f}")
-                lines.append(f"| {label} | mean of {len(done)} (± half range) | | {' | '.join(cells)} |")
+                lines.append(f"| {label} | mean of {len(done)} (± half range) | | {' | '.join(cells)} | |")
     return "\n".join(lines)
 
 
@@ -164,10 +180,14 @@ def json_records(out: Path, name: str, protocol: str, methods: list[str], seeds:
                     continue
                 m = json.loads(f.read_text())
                 minutes = train_minutes(run)
+                vs = versus_bot(out, name, method, seed, reading)
                 rows.append({
                     "protocol": protocol, "method": method, "seed": seed, "reading": reading or "default",
                     **{k: round(100 * m[k], 2) for k in METRICS},
                     "train_minutes": None if minutes is None else round(minutes, 1),
+                    "vs_bot_same_seed": None if vs is None else {
+                        k: {f: round(100 * v, 2) for f, v in vs[k].items() if f != "sure"} for k in ("mAP", "rank1")}
+                    | {"resampled": vs["resampled"]},
                     "config": f"configs/protocols/{protocol}/{method}.yaml", "git_commit": commit,
                     "date": datetime.date.fromtimestamp(f.stat().st_mtime).isoformat(),
                 })

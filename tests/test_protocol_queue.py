@@ -14,7 +14,8 @@ queue = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(queue)
 
 
-def finished_run(run: Path, rank1: float, mAP: float, train_s: float = 1800.0, reading: str | None = None) -> None:
+def finished_run(run: Path, rank1: float, mAP: float, train_s: float = 1800.0, reading: str | None = None,
+                 ap: list[float] | None = None) -> None:
     run.mkdir(parents=True, exist_ok=True)
     (run / "metrics.jsonl").write_text(
         json.dumps({"iter": 10, "loss": 1.0, "train_s": 900.0}) + "\n"
@@ -26,7 +27,12 @@ def finished_run(run: Path, rank1: float, mAP: float, train_s: float = 1800.0, r
 
         folder = run / f"eval_{reading}" / report_folder_name("occluded_duke", list(queue.READINGS["sgsfa"][1]))
     folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({"rank1": rank1, "rank5": 0.5, "mAP": mAP, "mINP": 0.05}))
+    (folder / "metrics.json").write_text(json.dumps({"dataset": "occluded_duke", "num_query": len(ap or []),
+                                                     "rank1": rank1, "rank5": 0.5, "mAP": mAP, "mINP": 0.05}))
+    if ap is not None:  # per_query.csv as `occreid eval` writes it: query k is identity k // 2
+        rows = ["query_index,path,ap,first_hit,query_pid"] + [
+            f"{k},q{k}.jpg,{a},{0 if a == 1 else 3},{k // 2}" for k, a in enumerate(ap)]
+        (folder / "per_query.csv").write_text("\n".join(rows) + "\n")
 
 
 def test_commands_follow_the_protocol_folder(tmp_path):
@@ -95,3 +101,20 @@ def test_records_keep_the_commit_they_were_trained_with(tmp_path):
     (out / "bot_seed0b").rename(out / "bot_seed0")
     queue.merge_json(path, queue.json_records(out, "{method}_seed{seed}", "p", ["bot"], [0], commit="ccc"))
     assert [(r["git_commit"], r["rank1"]) for r in json.loads(path.read_text())] == [("ccc", 31.0)]
+
+
+def test_each_run_is_set_against_bot_of_its_seed(tmp_path):
+    """The table's last column and the JSON's vs_bot_same_seed: the run's mAP and rank-1 minus those of
+    `bot` with the same seed on the same queries, with the paired bootstrap by query identity."""
+    out = tmp_path / "runs"
+    finished_run(out / "bot_seed0", 0.25, 0.5, ap=[1.0, 0.5, 0.25, 0.25])
+    finished_run(out / "ocnet_seed0", 0.5, 0.625, ap=[1.0, 1.0, 0.25, 0.25])
+    finished_run(out / "ocnet_seed1", 0.5, 0.625, ap=[1.0, 1.0, 0.25, 0.25])  # no bot seed 1: no difference
+    text = queue.table(out, "{method}_seed{seed}", ["bot", "ocnet"], [0, 1])
+    assert "| `ocnet` | 0 | 30 | 50.0 | 50.0 | 62.5 | 5.0 | +12.5 [" in text
+    assert text.count("| - |") == 3  # bot 0, bot 1 (unfinished row has no cell) and ocnet 1
+    rows = queue.json_records(out, "{method}_seed{seed}", "p", ["bot", "ocnet"], [0, 1])
+    vs = {(r["method"], r["seed"]): r["vs_bot_same_seed"] for r in rows}
+    assert vs[("bot", 0)] is None and vs[("ocnet", 1)] is None
+    assert vs[("ocnet", 0)]["mAP"]["delta"] == 12.5 and vs[("ocnet", 0)]["rank1"]["delta"] == 25.0
+    assert vs[("ocnet", 0)]["resampled"] == "query identities"
