@@ -3,7 +3,8 @@
 Each candidate is one `occreid train` run of the same config plus its overrides, with `data.val_ids`
 identities held out and scored every `--eval-every` iterations (leave-one-out, Market rule); the test
 set is never touched (`--no-eval`). Finished runs are kept, so re-running the script only trains what
-is missing. Prints a Markdown table and writes it, with the raw numbers, under `--out`.
+is missing. Prints a Markdown table and writes it, with the raw numbers and every candidate's training
+curves overlaid (`curves.png`, as `occreid curves`), under `--out`.
 
 A candidate may set its own `train.max_iters` (equal wall-clock budgets for different input sizes);
 `--evals K` then spaces K validations evenly over each candidate's own run.
@@ -191,6 +192,11 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(table + "\n")
     (out / "summary.json").write_text(json.dumps(rows, indent=1))
+    if rows:
+        from occreid.engine.training_curves import plot_training_curves
+
+        names = [r["candidate"] for r in rows]
+        print(plot_training_curves([out / n for n in names], out / "curves.png", labels=names))
     return 0
 
 

@@ -50,3 +50,4 @@ def test_second_candidate_is_bootstrapped_against_the_first(study):
     assert vs["mAP"]["low"] <= vs["mAP"]["delta"] <= vs["mAP"]["high"]
     table = (study / "summary.md").read_text()
     assert "| no_center | " in table and "3 held-out identities" in table
+    assert (study / "curves.png").is_file()

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from occreid.cli import compare_cmd, data_cmds, demo_cmd, info_cmd, labels_cmds, train_cmds, use_cmds
+from occreid.cli import (
+    compare_cmd,
+    curves_cmd,
+    data_cmds,
+    demo_cmd,
+    info_cmd,
+    labels_cmds,
+    train_cmds,
+    use_cmds,
+)
 from occreid.errors import OccreidError
 
 # command name -> module with `register(subparsers)`; each registers its parser and handler
@@ -13,6 +22,7 @@ COMMANDS = {
     "train": train_cmds,
     "eval": train_cmds,
     "compare": compare_cmd,
+    "curves": curves_cmd,
     "data": data_cmds,
     "labels": labels_cmds,
     "info": info_cmd,
