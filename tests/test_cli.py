@@ -11,7 +11,7 @@ import pytest
 from occreid.cli.main import build_parser, main
 
 SUBCOMMANDS = [
-    ["train"], ["eval"], ["compare"], ["info"], ["demo"],
+    ["train"], ["eval"], ["compare"], ["curves"], ["info"], ["demo"],
     ["data", "stats"], ["data", "check"], ["data", "synth"], ["data", "cache"],
     ["labels", "make"], ["labels", "show"],
     ["extract"], ["index", "build"], ["search"], ["export"],
