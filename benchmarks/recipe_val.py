@@ -135,7 +135,7 @@ def main() -> int:
     for name, overrides in map(parse_candidate, args.candidate):
         own = [o.split("=", 1)[1] for o in overrides if o.startswith("train.max_iters=")]
         iters = int(own[-1]) if own else args.iters
-        every = args.eval_every or max(1, iters // args.evals)  # evaluations at every multiple of it
+        every = args.eval_every or max(1, -(-iters // args.evals))  # ceil: the last one is the final iteration
         run = out / name
         if not finished(run, iters):
             resume = (run / "last.pt").is_file()
