@@ -51,6 +51,9 @@ CANDIDATES: dict[str, list[tuple[str, list[str]]]] = {
         ("no_erasing", ["data.erasing_prob=0"]),
     ],
 }
+#: method -> the defaults a study ran under, pinned for every candidate where a default changed after it
+#: (PAN's triplet moved from f_cat to f_g on its study's evidence), so the study reproduces as it ran.
+STUDY_DEFAULTS: dict[str, list[str]] = {"pan": ["method.triplet_feature=concat"]}
 #: test-time candidates scored on each trained run's held-out features (no training)
 DISTANCES = {"sgsfa": [("eq7_sum", []), ("normalised", ["method.normalise_distance=true"])]}
 USES_LABELS = {"amdnet", "pabreid", "sgsfa"}
@@ -65,6 +68,8 @@ def command(method: str, data: str, labels: str | None, out: Path) -> list[str]:
             raise SystemExit(f"{method} trains with part labels: give --labels "
                              "(made by `occreid labels make --source mediapipe`)")
         cmd += ["--set", f"data.labels_root={labels}"]
+    for override in STUDY_DEFAULTS.get(method, []):
+        cmd += ["--set", override]
     for name, overrides in CANDIDATES[method]:
         cmd += ["--candidate", f"{name}={','.join(overrides)}"]
     for name, overrides in DISTANCES.get(method, []):

@@ -20,11 +20,11 @@ spec.loader.exec_module(studies)
 @pytest.mark.parametrize("method", sorted(studies.CANDIDATES))
 def test_every_candidate_is_a_valid_config_that_changes_something(method):
     config = ROOT / "configs" / "protocols" / "pretrained_occduke" / f"{method}.yaml"
-    base = load_config(config)
+    base = load_config(config, studies.STUDY_DEFAULTS.get(method, []))
     names = [n for n, _ in studies.CANDIDATES[method]]
     assert names[0] == "baseline" and studies.CANDIDATES[method][0][1] == [] and len(set(names)) == len(names)
     for name, overrides in studies.CANDIDATES[method][1:] + studies.DISTANCES.get(method, []):
-        cfg = load_config(config, overrides)
+        cfg = load_config(config, [*studies.STUDY_DEFAULTS.get(method, []), *overrides])
         if overrides:
             assert cfg != base, name
 
@@ -39,5 +39,8 @@ def test_command_is_recipe_val_with_labels_where_needed():
     assert cmd[1].endswith("recipe_val.py") and "data.labels_root=/l" in cmd and "--iters" in cmd
     assert "region_tau_eq2=method.region_tau=0" in cmd and "normalised=method.normalise_distance=true" in cmd
     assert "baseline=" in cmd and "data.labels_root=/l" not in studies.command("pan", "/d", "/l", Path("o"))
+    pan = studies.command("pan", "/d", None, Path("o"))  # pinned to the defaults it ran under
+    assert pan[pan.index("method.triplet_feature=concat") - 1] == "--set"
+    assert pan.index("method.triplet_feature=concat") < pan.index("--candidate")
     with pytest.raises(SystemExit, match="labels"):
         studies.command("amdnet", "/d", None, Path("o"))

@@ -113,9 +113,12 @@ def perturb(out: ModelOutput, where: str, key: str) -> ModelOutput:
     return new
 
 
-@pytest.mark.parametrize("triplet_feature", ["concat", "global"])
+@pytest.mark.parametrize("triplet_feature", [None, "concat", "global"])
 def test_each_loss_term_reads_only_its_tensor(triplet_feature):
-    loss = pan.build_loss(method_cfg("pan", triplet_feature=triplet_feature), 4, None)
+    """None: the default, which reads f_g (chosen on validation, issue #28); concat = f_cat."""
+    cfg = method_cfg("pan", **({"triplet_feature": triplet_feature} if triplet_feature else {}))
+    loss = pan.build_loss(cfg, 4, None)
+    triplet_feature = triplet_feature or "global"
     out = loss_output()
     _, base = loss(out, {"pid": PIDS8})
     reads = {("logits", "global"): {"ce_global"}, ("logits", "local"): {"ce_local"},
