@@ -115,12 +115,12 @@ def execute(cmd: list[str] | None) -> None:
 def versus_bot(out: Path, name: str, method: str, seed: int, reading: str | None = None) -> dict | None:
     """The run's mAP and rank-1 minus `bot`'s of the same seed, with `occreid compare`'s paired bootstrap
     interval (test-set sampling only); None for `bot` itself or while either run is unfinished."""
-    from occreid.evaluation.comparison import compare_runs
+    from occreid.evaluation.comparison import paired_difference
 
     mine, bot = metrics_file(run_dir(out, name, method, seed), reading), metrics_file(run_dir(out, name, "bot", seed))
     if method == "bot" or mine is None or bot is None:
         return None
-    return compare_runs(bot.parent, mine.parent)["paired_bootstrap"]
+    return paired_difference(bot.parent, mine.parent)
 
 
 def table(out: Path, name: str, methods: list[str], seeds: list[int]) -> str:

@@ -151,7 +151,7 @@ def main() -> int:
         rows.append({"candidate": name, "overrides": overrides, "iters": last["iter"], "train_s": train_seconds(run),
                      "val_rank1": last["val_rank1"], "val_mAP": last["val_mAP"],
                      "curve": [(r["iter"], r["val_rank1"], r["val_mAP"]) for r in recs]})
-        if args.paired or args.distance:
+        if (args.paired and len(args.candidate) > 1) or args.distance:  # a lone candidate has nothing to pair
             scores[name] = held_out_scores(run, distances)
         if args.distance:
             rows[-1]["distances"] = [

@@ -77,6 +77,22 @@ def _common_groups(a: dict, b: dict) -> tuple[np.ndarray | None, str | None, str
     return np.array([index[g] for g in labels]), src, "RUN_B" if pick is b else "RUN_A"
 
 
+def _bootstrap(a: dict, b: dict) -> dict[str, Any]:
+    """B - A of two loaded reports, resampling query identities (single queries for older reports)."""
+    valid = (a["first_hit"] >= 0) & (b["first_hit"] >= 0)
+    pid_a, pid_b = a["columns"].get("query_pid"), b["columns"].get("query_pid")
+    clusters = pid_a if pid_a and pid_a == pid_b and all(pid_a) else None  # older reports: single queries
+    return paired_bootstrap(np.where(valid, a["ap"], np.nan), np.where(valid, b["ap"], np.nan),
+                            a["first_hit"] == 0, b["first_hit"] == 0, clusters)
+
+
+def paired_difference(folder_a: str | Path, folder_b: str | Path, dataset: str | None = None) -> dict[str, Any]:
+    """Only the comparison's paired bootstrap of B - A (mAP and rank-1), for tables of many runs."""
+    a, b = load_run(find_report(folder_a, dataset)), load_run(find_report(folder_b, dataset))
+    _check_same_test_set(a, b)
+    return _bootstrap(a, b)
+
+
 def compare_runs(folder_a: str | Path, folder_b: str | Path, dataset: str | None = None) -> dict[str, Any]:
     """The comparison as a JSON-ready dict (metrics in [0, 1])."""
     a, b = load_run(find_report(folder_a, dataset)), load_run(find_report(folder_b, dataset))
@@ -102,9 +118,6 @@ def compare_runs(folder_a: str | Path, folder_b: str | Path, dataset: str | None
                for k in sorted({*pairs_a, *pairs_b})]
     hit_a, hit_b = a["first_hit"] == 0, b["first_hit"] == 0
     valid = (a["first_hit"] >= 0) & (b["first_hit"] >= 0)
-    pid_a, pid_b = a["columns"].get("query_pid"), b["columns"].get("query_pid")
-    clusters = pid_a if pid_a and pid_a == pid_b and all(pid_a) else None  # older reports: single queries
-    ap_a, ap_b = np.where(valid, a["ap"], np.nan), np.where(valid, b["ap"], np.nan)
 
     def listing(mask: np.ndarray) -> list[dict[str, Any]]:
         idx = np.flatnonzero(mask)
@@ -118,7 +131,7 @@ def compare_runs(folder_a: str | Path, folder_b: str | Path, dataset: str | None
         "run_a": a["folder"], "run_b": b["folder"], "dataset": a["metrics"].get("dataset"),
         "method_a": a["metrics"].get("method"), "method_b": b["metrics"].get("method"),
         "headline": headline,
-        "paired_bootstrap": paired_bootstrap(ap_a, ap_b, hit_a, hit_b, clusters),
+        "paired_bootstrap": _bootstrap(a, b),
         "by_occlusion": {"source": source, "grouped_by": owner, "groups": occlusion},
         "by_camera_pair": cameras,
         "without_camera_pairs": [r["folder"] for r in (a, b) if "by_camera_pair" not in r["metrics"]],
