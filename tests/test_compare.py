@@ -3,7 +3,9 @@ tables against a recomputation here; refusals name the folders."""
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,11 +126,19 @@ def test_a_report_without_camera_pairs_shows_unknown_counts(tmp_path):
     assert all(line.split("|")[3].strip() == "-" for line in md.splitlines() if line.startswith("| 0->"))
 
 
-def test_compare_bootstraps_the_difference_by_query_identity(tmp_path):
-    """The interval is centred on the headline B - A and resamples the report's query_pid column; a
-    report without that column (older) falls back to single queries and says so."""
-    import csv
+def _drop_query_pid(per_query: Path) -> None:
+    """Rewrite a per_query.csv as reports older than its query_pid column were."""
+    rows = list(csv.DictReader(per_query.open(newline="")))
+    with per_query.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, [k for k in rows[0] if k != "query_pid"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
 
+
+def test_compare_bootstraps_the_difference_by_query_identity(tmp_path):
+    """The interval is centred on the headline B - A and resamples the reports' query_pid column (the
+    queries are the same, so one report listing it is enough); with neither listing it (older reports)
+    it falls back to single queries and says so."""
     from occreid.evaluation.comparison import comparison_markdown
     from occreid.evaluation.paired_bootstrap import paired_bootstrap
 
@@ -146,11 +156,10 @@ def test_compare_bootstraps_the_difference_by_query_identity(tmp_path):
     assert boot["mAP"]["low"] == pytest.approx(expect["mAP"]["low"], abs=1e-6)
     assert "| mAP | " in comparison_markdown(c) and "resampling query identities" in comparison_markdown(c)
     # an older report: no query_pid column
-    f = tmp_path / "b" / "per_query.csv"
-    rows = list(csv.DictReader(f.open(newline="")))
-    with f.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, [k for k in rows[0] if k != "query_pid"], extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    _drop_query_pid(tmp_path / "b" / "per_query.csv")
+    one = compare_runs(tmp_path / "a", tmp_path / "b")["paired_bootstrap"]
+    assert one["resampled"] == "query identities" and one["mAP"] == boot["mAP"]
+    assert compare_runs(tmp_path / "b", tmp_path / "a")["paired_bootstrap"]["resampled"] == "query identities"
+    _drop_query_pid(tmp_path / "a" / "per_query.csv")
     old = compare_runs(tmp_path / "a", tmp_path / "b")["paired_bootstrap"]
     assert old["resampled"] == "queries" and old["num_units"] == old["num_queries"]

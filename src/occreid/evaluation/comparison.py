@@ -77,11 +77,17 @@ def _common_groups(a: dict, b: dict) -> tuple[np.ndarray | None, str | None, str
     return np.array([index[g] for g in labels]), src, "RUN_B" if pick is b else "RUN_A"
 
 
+def _query_identities(a: dict, b: dict) -> list[str] | None:
+    """The identities of the queries both reports share, from whichever lists them (reports older than the
+    query_pid column do not); None, so single queries are resampled, when neither does or they disagree."""
+    listed = [p for p in (a["columns"].get("query_pid"), b["columns"].get("query_pid")) if p and all(p)]
+    return listed[0] if listed and all(p == listed[0] for p in listed) else None
+
+
 def _bootstrap(a: dict, b: dict) -> dict[str, Any]:
-    """B - A of two loaded reports, resampling query identities (single queries for older reports)."""
+    """B - A of two loaded reports of the same queries, resampling query identities."""
     valid = (a["first_hit"] >= 0) & (b["first_hit"] >= 0)
-    pid_a, pid_b = a["columns"].get("query_pid"), b["columns"].get("query_pid")
-    clusters = pid_a if pid_a and pid_a == pid_b and all(pid_a) else None  # older reports: single queries
+    clusters = _query_identities(a, b)
     return paired_bootstrap(np.where(valid, a["ap"], np.nan), np.where(valid, b["ap"], np.nan),
                             a["first_hit"] == 0, b["first_hit"] == 0, clusters)
 

@@ -1,0 +1,64 @@
+"""benchmarks/results/pretrained_protocol.json, the machine-readable copy of issue #28's table: every record
+names its method, seed, config (which exists), commit and date; metrics are percentages in order; one
+record per (protocol, method, seed, reading); each interval holds its difference; the README's table of
+the pretrained protocol quotes the records."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from pathlib import Path
+from statistics import mean
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDS = json.loads((ROOT / "benchmarks" / "results" / "pretrained_protocol.json").read_text())
+
+
+@pytest.mark.parametrize("rec", RECORDS, ids=lambda r: f"{r['method']}-{r['seed']}-{r['reading']}")
+def test_each_record_is_complete_and_sane(rec):
+    assert (ROOT / rec["config"]).is_file(), rec["config"]
+    assert rec["config"] == f"configs/protocols/{rec['protocol']}/{rec['method']}.yaml"
+    assert re.fullmatch(r"[0-9a-f]{40}", rec["git_commit"]), rec["git_commit"]
+    datetime.date.fromisoformat(rec["date"])
+    assert isinstance(rec["seed"], int) and rec["reading"]
+    assert 0 < rec["mINP"] <= rec["mAP"] <= 100 and 0 < rec["rank1"] <= rec["rank5"] <= 100
+    vs = rec.get("vs_bot_same_seed")
+    if vs is not None:
+        assert vs["resampled"] in ("query identities", "queries") and rec["method"] != "bot"
+        for metric in ("mAP", "rank1"):
+            assert vs[metric]["low"] <= vs[metric]["delta"] <= vs[metric]["high"]
+
+
+def test_one_record_per_run_and_reading():
+    keys = [(r["protocol"], r["method"], r["seed"], r["reading"]) for r in RECORDS]
+    assert len(keys) == len(set(keys))
+
+
+def test_same_seed_difference_is_against_the_bot_record():
+    bot = {r["seed"]: r for r in RECORDS if r["method"] == "bot" and r["reading"] == "default"}
+    checked = 0
+    for r in RECORDS:
+        vs = r.get("vs_bot_same_seed")
+        if vs and r["seed"] in bot:
+            assert vs["mAP"]["delta"] == pytest.approx(r["mAP"] - bot[r["seed"]]["mAP"], abs=0.02)
+            checked += 1
+    assert checked
+
+
+def test_readme_quotes_the_records():
+    """Each row of the README's pretrained-protocol table: its seeds, and its rank-1 / mAP as the mean of
+    those seeds' default records (rounded as written)."""
+    text = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)`[^|]* \| ([\d, ]+) \| ([\d.]+) \| ([\d.]+) \|", text, re.M)
+    assert len(rows) >= 7
+    for method, seeds, r1, mAP in rows:
+        seeds = [int(s) for s in seeds.split(",")]
+        reading = "normalised" if method == "sgsfa" else "default"
+        recs = [r for r in RECORDS if r["method"] == method and r["reading"] == reading and r["seed"] in seeds]
+        assert len(recs) == len(seeds), method
+        for quoted, key in ((r1, "rank1"), (mAP, "mAP")):
+            places = len(quoted.split(".")[1]) if "." in quoted else 0
+            assert abs(float(quoted) - mean(r[key] for r in recs)) <= 0.5 * 10 ** -places + 0.006, (method, key)
