@@ -62,3 +62,28 @@ def test_readme_quotes_the_records():
         for quoted, key in ((r1, "rank1"), (mAP, "mAP")):
             places = len(quoted.split(".")[1]) if "." in quoted else 0
             assert abs(float(quoted) - mean(r[key] for r in recs)) <= 0.5 * 10 ** -places + 0.006, (method, key)
+
+
+def _figure_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("protocol_figure", ROOT / "benchmarks" / "protocol_figure.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_figure_has_one_row_per_compared_run_current_readings_first(tmp_path):
+    """docs/img/pretrained_protocol.png: every record with a difference to `bot` is a row, `bot` is none,
+    and within a method a replaced reading (a record with a note) comes after the current ones."""
+    fig = _figure_module()
+    shown = fig.rows(RECORDS)
+    assert len(shown) == sum(1 for r in RECORDS if r.get("vs_bot_same_seed"))
+    assert all(r["method"] != "bot" for r in shown)
+    for method in {r["method"] for r in shown}:
+        replaced = [("note" in r) for r in shown if r["method"] == method]
+        assert replaced == sorted(replaced), method
+    out = fig.draw(RECORDS, tmp_path / "c1.png", "test")
+    assert out.stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="vs_bot_same_seed"):
+        fig.draw([r for r in RECORDS if r["method"] == "bot"], tmp_path / "none.png", "test")
