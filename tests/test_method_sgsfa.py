@@ -349,7 +349,7 @@ def test_dcls_sampling_draws_one_region_from_each_images_candidates():
         logits5[0, r, 0] = float(r)  # a different CE per region
     pid = torch.tensor([0])
     per_region = [ce_ls(logits5[0, r].tolist(), 0, 0.1) for r in range(5)]
-    loss = sgsfa.build_loss(make_cfg(), 4, None)
+    loss = sgsfa.build_loss(make_cfg(dcls_regions="sample"), 4, None)
     torch.manual_seed(0)
     seen = {round(loss.dynamic(dcls_output(logits5, torch.tensor([[0.5, 0.5, 0.0]])), pid).item(), 5)
             for _ in range(60)}
@@ -357,6 +357,20 @@ def test_dcls_sampling_draws_one_region_from_each_images_candidates():
     only_top = loss.dynamic(dcls_output(logits5, torch.tensor([[0.5, 0.0, 0.5]])), pid)
     assert only_top.item() == pytest.approx(per_region[0], rel=1e-6)
 
+
+def test_dcls_default_averages_every_eq3_region_of_each_image():
+    """The default (`dcls_regions: all`, chosen on the pretrained protocol's validation split) is the mean
+    CE over the whole Eq. 3 set, the same value every call: top, middle and top+middle here."""
+    logits5 = torch.zeros(1, 5, 4)
+    for r in range(5):
+        logits5[0, r, 0] = float(r)
+    per_region = [ce_ls(logits5[0, r].tolist(), 0, 0.1) for r in range(5)]
+    loss = sgsfa.build_loss(make_cfg(), 4, None)
+    assert loss.opts.dcls_regions == "all"
+    out = dcls_output(logits5, torch.tensor([[0.5, 0.5, 0.0]]))
+    expected = sum(per_region[r] for r in (0, 1, 3)) / 3
+    for _ in range(3):
+        assert loss.dynamic(out, torch.tensor([0])).item() == pytest.approx(expected, rel=1e-6)
 
 # ---- Eq. 8-9: semantic attention loss; Eq. 10-11: classification and total ---------------------------
 
