@@ -372,6 +372,7 @@ def test_dcls_default_averages_every_eq3_region_of_each_image():
     for _ in range(3):
         assert loss.dynamic(out, torch.tensor([0])).item() == pytest.approx(expected, rel=1e-6)
 
+
 # ---- Eq. 8-9: semantic attention loss; Eq. 10-11: classification and total ---------------------------
 
 
