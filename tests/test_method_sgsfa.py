@@ -343,12 +343,17 @@ def test_dcls_all_regions_matches_a_loop_and_the_empty_set_gives_zero():
     assert none.item() == 0.0 and logits5.grad is not None
 
 
-def test_dcls_sampling_draws_one_region_from_each_images_candidates():
+def one_image_five_regions() -> tuple[torch.Tensor, list[float]]:
+    """Logits [1, 5, 4] of one image whose five Eq. 3 regions each give a different CE, and those CEs."""
     logits5 = torch.zeros(1, 5, 4)
     for r in range(5):
-        logits5[0, r, 0] = float(r)  # a different CE per region
+        logits5[0, r, 0] = float(r)
+    return logits5, [ce_ls(logits5[0, r].tolist(), 0, 0.1) for r in range(5)]
+
+
+def test_dcls_sampling_draws_one_region_from_each_images_candidates():
+    logits5, per_region = one_image_five_regions()
     pid = torch.tensor([0])
-    per_region = [ce_ls(logits5[0, r].tolist(), 0, 0.1) for r in range(5)]
     loss = sgsfa.build_loss(make_cfg(dcls_regions="sample"), 4, None)
     torch.manual_seed(0)
     seen = {round(loss.dynamic(dcls_output(logits5, torch.tensor([[0.5, 0.5, 0.0]])), pid).item(), 5)
@@ -361,10 +366,7 @@ def test_dcls_sampling_draws_one_region_from_each_images_candidates():
 def test_dcls_default_averages_every_eq3_region_of_each_image():
     """The default (`dcls_regions: all`, chosen on the pretrained protocol's validation split) is the mean
     CE over the whole Eq. 3 set, the same value every call: top, middle and top+middle here."""
-    logits5 = torch.zeros(1, 5, 4)
-    for r in range(5):
-        logits5[0, r, 0] = float(r)
-    per_region = [ce_ls(logits5[0, r].tolist(), 0, 0.1) for r in range(5)]
+    logits5, per_region = one_image_five_regions()
     loss = sgsfa.build_loss(make_cfg(), 4, None)
     assert loss.opts.dcls_regions == "all"
     out = dcls_output(logits5, torch.tensor([[0.5, 0.5, 0.0]]))
