@@ -61,7 +61,8 @@ CANDIDATES: dict[str, list[tuple[str, list[str]]]] = {
 STUDY_DEFAULTS: dict[str, list[str]] = {"pan": ["method.triplet_feature=concat"],
                                          "sgsfa": ["method.dcls_regions=sample"]}
 #: test-time candidates scored on each trained run's held-out features (no training)
-DISTANCES = {"sgsfa": [("eq7_sum", []), ("normalised", ["method.normalise_distance=true"])],
+DISTANCES = {"amdnet": [("binary", []), ("continuous", ["method.matching=continuous"])],
+             "sgsfa": [("eq7_sum", []), ("normalised", ["method.normalise_distance=true"])],
              "bot": [("bnneck", []), ("before_bn", ["method.test_feature=global"])]}
 USES_LABELS = {"amdnet", "pabreid", "sgsfa"}
 
