@@ -33,7 +33,8 @@ PART_LABELLED = {"amdnet", "pabreid", "sgsfa"}  # methods trained with part labe
 METRICS = ("rank1", "rank5", "mAP", "mINP")
 OCCREID = [sys.executable, "-m", "occreid"]
 # Test-time readings chosen on a validation split, not on the test set (benchmarks/RESULTS.md): eval overrides.
-READINGS = {"sgsfa": ("normalised", ["method.normalise_distance=true"])}
+READINGS = {"amdnet": ("continuous", ["method.matching=continuous"]),
+            "sgsfa": ("normalised", ["method.normalise_distance=true"])}
 
 
 def run_dir(out: Path, name: str, method: str, seed: int) -> Path:

@@ -85,6 +85,10 @@ def test_a_second_reading_is_evaluated_once_and_recorded(tmp_path):
                                                                     ("normalised", 27.0, 19.0)]
     text = queue.table(out, "{method}_seed{seed}", ["sgsfa"], [0])
     assert "| `sgsfa` (normalised) | 0 |" in text and "not finished" not in text
+    finished_run(out / "amdnet_seed0", 0.28, 0.19)  # AMD-Net's: continuous part matching
+    cmd = queue.reading_command(out / "amdnet_seed0", "amdnet")
+    assert "method.matching=continuous" in cmd and cmd[cmd.index("--out") + 1].endswith("eval_continuous")
+    assert queue.reading_command(out / "pan_seed0", "pan") is None  # no second reading
 
 
 def test_records_keep_the_commit_they_were_trained_with(tmp_path):
