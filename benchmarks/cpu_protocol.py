@@ -168,7 +168,9 @@ def git_commit() -> str:
 def json_records(out: Path, name: str, protocol: str, methods: list[str], seeds: list[int],
                  commit: str | None = None) -> list[dict]:
     """One record per finished run and reading, dated by its metrics file; `commit` (default: this
-    checkout's) is the code the runs were trained with: give it when the queue ran from another checkout."""
+    checkout's) is the code the runs were trained with: give it when the queue ran from another checkout.
+    `vs_bot_same_seed` names the `bot` run it was paired with (its rank-1 and mAP): a `bot` seed retrained
+    after its record was written pairs with the rerun, and the record says so."""
     commit = commit or git_commit()
     rows = []
     for method in methods:
@@ -182,13 +184,14 @@ def json_records(out: Path, name: str, protocol: str, methods: list[str], seeds:
                 m = json.loads(f.read_text())
                 minutes = train_minutes(run)
                 vs = versus_bot(out, name, method, seed, reading)
+                bot = test_metrics(run_dir(out, name, "bot", seed)) if vs is not None else None
                 rows.append({
                     "protocol": protocol, "method": method, "seed": seed, "reading": reading or "default",
                     **{k: round(100 * m[k], 2) for k in METRICS},
                     "train_minutes": None if minutes is None else round(minutes, 1),
                     "vs_bot_same_seed": None if vs is None else {
                         k: {f: round(100 * v, 2) for f, v in vs[k].items() if f != "sure"} for k in ("mAP", "rank1")}
-                    | {"resampled": vs["resampled"]},
+                    | {"resampled": vs["resampled"], "bot": {k: round(100 * bot[k], 2) for k in ("rank1", "mAP")}},
                     "config": f"configs/protocols/{protocol}/{method}.yaml", "git_commit": commit,
                     "date": datetime.date.fromtimestamp(f.stat().st_mtime).isoformat(),
                 })

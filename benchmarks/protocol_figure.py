@@ -27,8 +27,11 @@ def rows(records: list[dict]) -> list[dict]:
 
 
 def label(r: dict) -> str:
+    """`method (reading), seed s: mAP m`, with the `bot` mAP it was paired with where that was a rerun."""
     reading = "" if r["reading"] == "default" else f" ({r['reading'].replace('_', ' ')})"
-    return f"{r['method']}{reading}, seed {r['seed']}: mAP {r['mAP']:.1f}"
+    paired = r["vs_bot_same_seed"].get("bot")
+    rerun = f" (vs `bot` rerun {paired['mAP']:.1f})" if "bot_rerun" in r and paired else ""
+    return f"{r['method']}{reading}, seed {r['seed']}: mAP {r['mAP']:.1f}{rerun}"
 
 
 def draw(records: list[dict], out: Path, title: str) -> Path:

@@ -122,3 +122,4 @@ def test_each_run_is_set_against_bot_of_its_seed(tmp_path):
     assert vs[("bot", 0)] is None and vs[("ocnet", 1)] is None
     assert vs[("ocnet", 0)]["mAP"]["delta"] == 12.5 and vs[("ocnet", 0)]["rank1"]["delta"] == 25.0
     assert vs[("ocnet", 0)]["resampled"] == "query identities"
+    assert vs[("ocnet", 0)]["bot"] == {"rank1": 25.0, "mAP": 50.0}  # the bot run it was paired with

@@ -38,12 +38,20 @@ def test_one_record_per_run_and_reading():
 
 
 def test_same_seed_difference_is_against_the_bot_record():
+    """Each difference is the run's figure minus `bot`'s of its seed: the `bot` record's, or where the
+    record names the `bot` run it was paired with (a rerun of that seed), that run's, which must then be a
+    rerun of the same seed (within 1 point of the record) and say so in a note."""
     bot = {r["seed"]: r for r in RECORDS if r["method"] == "bot" and r["reading"] == "default"}
     checked = 0
     for r in RECORDS:
         vs = r.get("vs_bot_same_seed")
         if vs and r["seed"] in bot:
-            assert vs["mAP"]["delta"] == pytest.approx(r["mAP"] - bot[r["seed"]]["mAP"], abs=0.02)
+            paired = vs.get("bot", bot[r["seed"]])
+            for key in ("mAP", "rank1"):
+                assert vs[key]["delta"] == pytest.approx(r[key] - paired[key], abs=0.02), (r["method"], key)
+                assert paired[key] == pytest.approx(bot[r["seed"]][key], abs=1.0)
+            if any(abs(paired[k] - bot[r["seed"]][k]) > 0.02 for k in ("mAP", "rank1")):
+                assert "bot_rerun" in r, (r["method"], r["seed"], "paired with a bot rerun: say so")
             checked += 1
     assert checked
 
@@ -85,6 +93,8 @@ def test_figure_has_one_row_per_compared_run_current_readings_first(tmp_path):
     for method in {r["method"] for r in shown}:
         replaced = [("note" in r) for r in shown if r["method"] == method]
         assert replaced == sorted(replaced), method
+    for r in shown:  # a difference against a retrained `bot` run names that run's mAP on its row
+        assert ("vs `bot` rerun" in fig.label(r)) == ("bot_rerun" in r), fig.label(r)
     out = fig.draw(RECORDS, tmp_path / "c1.png", "test")
     assert out.stat().st_size > 10_000
     with pytest.raises(SystemExit, match="vs_bot_same_seed"):
