@@ -56,10 +56,11 @@ CANDIDATES: dict[str, list[tuple[str, list[str]]]] = {
     ],
 }
 #: method -> the defaults a study ran under, pinned for every candidate where a default changed after it
-#: (PAN's triplet moved from f_cat to f_g, SGSFA's L_dcls from one sampled region to all, each on its
-#: study's evidence), so the study reproduces as it ran.
+#: (PAN's triplet moved from f_cat to f_g, SGSFA's L_dcls from one sampled region to all, bot's pad-crop
+#: from 8 px to none, each on its study's evidence), so the study reproduces as it ran.
 STUDY_DEFAULTS: dict[str, list[str]] = {"pan": ["method.triplet_feature=concat"],
-                                         "sgsfa": ["method.dcls_regions=sample"]}
+                                         "sgsfa": ["method.dcls_regions=sample"],
+                                         "bot": ["data.pad=8"]}
 #: test-time candidates scored on each trained run's held-out features (no training)
 DISTANCES = {"amdnet": [("binary", []), ("continuous", ["method.matching=continuous"])],
              "sgsfa": [("eq7_sum", []), ("normalised", ["method.normalise_distance=true"])],
