@@ -115,13 +115,15 @@ def execute(cmd: list[str] | None) -> None:
 
 def versus_bot(out: Path, name: str, method: str, seed: int, reading: str | None = None) -> dict | None:
     """The run's mAP and rank-1 minus `bot`'s of the same seed, with `occreid compare`'s paired bootstrap
-    interval (test-set sampling only); None for `bot` itself or while either run is unfinished."""
+    interval (test-set sampling only), and under "bot" that run's rank-1 and mAP; None for `bot` itself or
+    while either run is unfinished."""
     from occreid.evaluation.comparison import paired_difference
 
     mine, bot = metrics_file(run_dir(out, name, method, seed), reading), metrics_file(run_dir(out, name, "bot", seed))
     if method == "bot" or mine is None or bot is None:
         return None
-    return paired_difference(bot.parent, mine.parent)
+    figures = json.loads(bot.read_text())
+    return paired_difference(bot.parent, mine.parent) | {"bot": {k: figures[k] for k in ("rank1", "mAP")}}
 
 
 def table(out: Path, name: str, methods: list[str], seeds: list[int]) -> str:
@@ -184,14 +186,13 @@ def json_records(out: Path, name: str, protocol: str, methods: list[str], seeds:
                 m = json.loads(f.read_text())
                 minutes = train_minutes(run)
                 vs = versus_bot(out, name, method, seed, reading)
-                bot = test_metrics(run_dir(out, name, "bot", seed)) if vs is not None else None
                 rows.append({
                     "protocol": protocol, "method": method, "seed": seed, "reading": reading or "default",
                     **{k: round(100 * m[k], 2) for k in METRICS},
                     "train_minutes": None if minutes is None else round(minutes, 1),
                     "vs_bot_same_seed": None if vs is None else {
                         k: {f: round(100 * v, 2) for f, v in vs[k].items() if f != "sure"} for k in ("mAP", "rank1")}
-                    | {"resampled": vs["resampled"], "bot": {k: round(100 * bot[k], 2) for k in ("rank1", "mAP")}},
+                    | {"resampled": vs["resampled"], "bot": {k: round(100 * v, 2) for k, v in vs["bot"].items()}},
                     "config": f"configs/protocols/{protocol}/{method}.yaml", "git_commit": commit,
                     "date": datetime.date.fromtimestamp(f.stat().st_mtime).isoformat(),
                 })

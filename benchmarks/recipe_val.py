@@ -166,8 +166,9 @@ def main() -> int:
         for r in rows:
             own = scores[r["candidate"]]
             for d in r["distances"]:
-                if r["candidate"] != base:
-                    d["vs_first_candidate"] = against(own[d["distance"]], scores[base][d["distance"]])
+                if r["candidate"] != base:  # the first reading's is `vs_first`, already drawn
+                    d["vs_first_candidate"] = r["vs_first"] if d["distance"] == first and "vs_first" in r else \
+                        against(own[d["distance"]], scores[base][d["distance"]])
                 if d["distance"] != first:
                     d["vs_first_distance"] = against(own[d["distance"]], own[first])
 
