@@ -1,7 +1,9 @@
 """Draw a protocol's results file as one picture: each method's mAP and rank-1 minus `bot`'s of the same
 seed, one row per run and reading, with the paired bootstrap's 95 % interval (test-set sampling, not
 seeds). A bar that clears 0 is a gain or a loss in that seed; a reading since replaced (a record with a
-`note`) is drawn hollow and grey.
+`note`) is drawn hollow and grey. A run paired with a `bot` reading that has since been replaced (its
+`vs_bot_same_seed.bot_reading`) also gets a cross at its point difference to the current `bot` of its seed:
+no interval, as that pair was never evaluated query by query.
 
     python benchmarks/protocol_figure.py benchmarks/results/pretrained_protocol.json \\
         --out docs/img/pretrained_protocol.png
@@ -34,6 +36,16 @@ def label(r: dict) -> str:
     return f"{r['method']}{reading}, seed {r['seed']}: mAP {r['mAP']:.1f}{rerun}"
 
 
+def versus_current_bot(records: list[dict], r: dict, key: str) -> float | None:
+    """The run's `key` minus the current (`default` reading) `bot` of its seed, where its interval is
+    against another `bot` reading; None where it is against the current one or that `bot` has no record."""
+    if r["vs_bot_same_seed"].get("bot_reading", "default") == "default":
+        return None
+    current = [b for b in records if b["method"] == "bot" and b["reading"] == "default"
+               and b["seed"] == r["seed"] and b["protocol"] == r["protocol"]]
+    return r[key] - current[0][key] if current else None
+
+
 def draw(records: list[dict], out: Path, title: str) -> Path:
     """Write the picture of `records` (the JSON's list) to `out`; an error names a file without rows."""
     import matplotlib
@@ -55,6 +67,9 @@ def draw(records: list[dict], out: Path, title: str) -> Path:
             c = "0.6" if old else colours[r["method"]]
             ax.plot([d["low"], d["high"]], [yi, yi], color=c, lw=2.5, solid_capstyle="butt")
             ax.plot(d["delta"], yi, "o", ms=7, color=c, mfc="white" if old else c)
+            point = versus_current_bot(records, r, key)
+            if point is not None:
+                ax.plot(point, yi, "x", ms=8, mew=2, color=c)
         ax.axvline(0, color="black", lw=0.8)
         ax.set_xlabel(f"{name} minus `bot`, same seed (points)")
         ax.grid(axis="x", alpha=0.3)
@@ -83,8 +98,12 @@ def main() -> int:
     protocols = sorted({r.get("protocol", "?") for r in records})
     bot = ", ".join(f"seed {r['seed']} {r['mAP']:.1f}" for r in records
                     if r.get("method") == "bot" and r.get("reading") == "default")
+    others = sorted({r["vs_bot_same_seed"].get("bot_reading", "default") for r in records
+                     if r.get("vs_bot_same_seed")} - {"default"})
+    crosses = (f"\nbars: against `bot` reading {', '.join(others)} where a cross is drawn; "
+               "cross: against the current `bot`, point difference only") if others else ""
     title = args.title or (f"{', '.join(protocols)}: each run against `bot` of its seed "
-                           f"(95 % paired bootstrap interval)\n`bot` mAP: {bot or 'no run'}")
+                           f"(95 % paired bootstrap interval)\n`bot` mAP: {bot or 'no run'}{crosses}")
     print(draw(records, Path(args.out), title))
     return 0
 
