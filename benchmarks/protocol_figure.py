@@ -100,8 +100,13 @@ def main() -> int:
                     if r.get("method") == "bot" and r.get("reading") == "default")
     others = sorted({r["vs_bot_same_seed"].get("bot_reading", "default") for r in records
                      if r.get("vs_bot_same_seed")} - {"default"})
-    crosses = (f"\nbars: against `bot` reading {', '.join(others)} where a cross is drawn; "
-               "cross: against the current `bot`, point difference only") if others else ""
+    crosses = "".join(
+        f"; reading {o}: " + ", ".join(f"seed {r['seed']} {r['mAP']:.1f}" for r in records
+                                        if r.get("method") == "bot" and r.get("reading") == o)
+        for o in others)
+    if others:
+        crosses += (f"\ndots and bars: against `bot` reading {', '.join(others)} where a cross is drawn; "
+                    "crosses: against the current `bot`, a point difference (no interval)")
     title = args.title or (f"{', '.join(protocols)}: each run against `bot` of its seed "
                            f"(95 % paired bootstrap interval)\n`bot` mAP: {bot or 'no run'}{crosses}")
     print(draw(records, Path(args.out), title))
