@@ -15,7 +15,8 @@ reading chosen on a validation split (`READINGS`) is also evaluated, from the sa
         --methods bot pcb --seeds 0 1 --json benchmarks/results/pretrained_protocol.json
 
 `--json` merges one record per finished run (method, seed, reading, metrics, config file, git commit of
-the checkpoint's code, date) into a machine-readable file.
+the checkpoint's code, date) into a machine-readable file. Runs trained off the defaults (`--set`) need
+`--variant NAME`: their records take NAME as reading, beside the defaults' records, never over them.
 """
 
 from __future__ import annotations
@@ -168,16 +169,19 @@ def git_commit() -> str:
 
 
 def json_records(out: Path, name: str, protocol: str, methods: list[str], seeds: list[int],
-                 commit: str | None = None) -> list[dict]:
+                 commit: str | None = None, variant: str = "default") -> list[dict]:
     """One record per finished run and reading, dated by its metrics file; `commit` (default: this
     checkout's) is the code the runs were trained with: give it when the queue ran from another checkout.
     `vs_bot_same_seed` names the `bot` run it was paired with (its rank-1 and mAP): a `bot` seed retrained
-    after its record was written pairs with the rerun, and the record says so."""
+    after its record was written pairs with the rerun, and the record says so. `variant` names runs
+    trained off the defaults (`--set`): their records take it as their reading (`<variant>_<reading>` for
+    a second reading) and their pairings as `bot_reading`, so they never replace the defaults' records."""
     commit = commit or git_commit()
     rows = []
     for method in methods:
         readings = [None, READINGS[method][0]] if method in READINGS else [None]
         for reading in readings:
+            label = (reading or "default") if variant == "default" else "_".join(filter(None, [variant, reading]))
             for seed in seeds:
                 run = run_dir(out, name, method, seed)
                 f = metrics_file(run, reading)
@@ -187,12 +191,13 @@ def json_records(out: Path, name: str, protocol: str, methods: list[str], seeds:
                 minutes = train_minutes(run)
                 vs = versus_bot(out, name, method, seed, reading)
                 rows.append({
-                    "protocol": protocol, "method": method, "seed": seed, "reading": reading or "default",
+                    "protocol": protocol, "method": method, "seed": seed, "reading": label,
                     **{k: round(100 * m[k], 2) for k in METRICS},
                     "train_minutes": None if minutes is None else round(minutes, 1),
                     "vs_bot_same_seed": None if vs is None else {
                         k: {f: round(100 * v, 2) for f, v in vs[k].items() if f != "sure"} for k in ("mAP", "rank1")}
-                    | {"resampled": vs["resampled"], "bot": {k: round(100 * v, 2) for k, v in vs["bot"].items()}},
+                    | {"resampled": vs["resampled"], "bot": {k: round(100 * v, 2) for k, v in vs["bot"].items()}}
+                    | ({} if variant == "default" else {"bot_reading": variant}),
                     "config": f"configs/protocols/{protocol}/{method}.yaml", "git_commit": commit,
                     "date": datetime.date.fromtimestamp(f.stat().st_mtime).isoformat(),
                 })
@@ -228,6 +233,9 @@ def main() -> int:
     ap.add_argument("--name", default="{method}_seed{seed}", help="run folder name under --out")
     ap.add_argument("--set", action="append", default=[], help="extra override for new runs")
     ap.add_argument("--table-only", action="store_true", help="train nothing; print the table of finished runs")
+    ap.add_argument("--variant", default="default",
+                    help="with --set: the reading the JSON records of these runs take (e.g. pad8), so a run off "
+                    "the defaults never replaces a default's record")
     ap.add_argument("--git-commit", help="the commit the runs were trained with, for the JSON records "
                     "(default: this checkout's HEAD)")
     args = ap.parse_args()
@@ -254,8 +262,11 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(text + "\n")
     if args.json:
+        if args.set and args.variant == "default":
+            raise SystemExit(f"--set {' '.join(args.set)} trains off the protocol's defaults: give --variant NAME "
+                             "so the JSON records do not replace the defaults' records")
         merge_json(Path(args.json), json_records(out, args.name, args.protocol, args.methods, args.seeds,
-                                                 args.git_commit))
+                                                 args.git_commit, args.variant))
     return 0
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("cpu_protocol", ROOT / "benchmarks" / "cpu_protocol.py")
@@ -123,3 +126,33 @@ def test_each_run_is_set_against_bot_of_its_seed(tmp_path):
     assert vs[("ocnet", 0)]["mAP"]["delta"] == 12.5 and vs[("ocnet", 0)]["rank1"]["delta"] == 25.0
     assert vs[("ocnet", 0)]["resampled"] == "query identities"
     assert vs[("ocnet", 0)]["bot"] == {"rank1": 25.0, "mAP": 50.0}  # the bot run it was paired with
+
+
+def test_a_variant_off_the_defaults_is_recorded_beside_them(tmp_path):
+    """Runs trained with --set (e.g. `bot` with pad 8) take their variant as reading, second readings
+    prefixed, and name the `bot` variant they were paired with: the defaults' records stay."""
+    out = tmp_path / "runs"
+    finished_run(out / "bot_pad8_seed0", 0.25, 0.5, ap=[1.0, 0.5, 0.25, 0.25])
+    finished_run(out / "amdnet_pad8_seed0", 0.5, 0.625, ap=[1.0, 1.0, 0.25, 0.25])
+    finished_run(out / "amdnet_pad8_seed0", 0.5, 0.75, ap=[1.0, 1.0, 0.5, 0.5], reading="continuous")
+    rows = queue.json_records(out, "{method}_pad8_seed{seed}", "p", ["bot", "amdnet"], [0], variant="pad8")
+    assert sorted((r["method"], r["reading"]) for r in rows) == [
+        ("amdnet", "pad8"), ("amdnet", "pad8_continuous"), ("bot", "pad8")]
+    for r in rows:
+        if r["method"] == "amdnet":
+            assert r["vs_bot_same_seed"]["bot_reading"] == "pad8"
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps([{"protocol": "p", "method": "bot", "seed": 0, "reading": "default", "rank1": 1.0}]))
+    queue.merge_json(path, rows)
+    assert ("bot", "default", 1.0) in [(r["method"], r["reading"], r["rank1"]) for r in json.loads(path.read_text())]
+    plain = queue.json_records(out, "{method}_pad8_seed{seed}", "p", ["amdnet"], [0])
+    assert "bot_reading" not in plain[0]["vs_bot_same_seed"]
+
+
+def test_json_of_runs_off_the_defaults_needs_a_variant(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["cpu_protocol.py", "--protocol", "pretrained_occduke", "--table-only",
+                                      "--methods", "bot", "--out", str(tmp_path / "runs"), "--set", "data.pad=8",
+                                      "--json", str(tmp_path / "r.json")])
+    with pytest.raises(SystemExit, match="--variant"):
+        queue.main()
+    assert not (tmp_path / "r.json").exists()
