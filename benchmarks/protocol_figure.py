@@ -82,6 +82,12 @@ def draw(records: list[dict], out: Path, title: str) -> Path:
     return out
 
 
+def bot_maps(records: list[dict], reading: str) -> str:
+    """`seed s m, ...`: the mAP of each `bot` record of one reading, for the title."""
+    return ", ".join(f"seed {r['seed']} {r['mAP']:.1f}" for r in records
+                     if r.get("method") == "bot" and r.get("reading") == reading)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("json", help="a results file written by `cpu_protocol.py --json`")
@@ -96,14 +102,10 @@ def main() -> int:
     if not isinstance(records, list):
         raise SystemExit(f"{args.json}: expected a list of records, as `cpu_protocol.py --json` writes")
     protocols = sorted({r.get("protocol", "?") for r in records})
-    bot = ", ".join(f"seed {r['seed']} {r['mAP']:.1f}" for r in records
-                    if r.get("method") == "bot" and r.get("reading") == "default")
+    bot = bot_maps(records, "default")
     others = sorted({r["vs_bot_same_seed"].get("bot_reading", "default") for r in records
                      if r.get("vs_bot_same_seed")} - {"default"})
-    crosses = "".join(
-        f"; reading {o}: " + ", ".join(f"seed {r['seed']} {r['mAP']:.1f}" for r in records
-                                        if r.get("method") == "bot" and r.get("reading") == o)
-        for o in others)
+    crosses = "".join(f"; reading {o}: {bot_maps(records, o)}" for o in others)
     if others:
         crosses += (f"\ndots and bars: against `bot` reading {', '.join(others)} where a cross is drawn; "
                     "crosses: against the current `bot`, a point difference (no interval)")
